@@ -1,0 +1,78 @@
+# Coherence — one entry point per task. See README.md.
+#
+# Without DATABASE_URL, targets use a throwaway local PostgreSQL 15 cluster (scripts/pg.sh:
+# port $(COHERENCE_PGPORT), data in /tmp/coherence-pg-<port>, pg_cron preloaded) that keeps
+# running until `make stop`. With DATABASE_URL set, the same targets use that server.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export COHERENCE_PGPORT ?= 55432
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+CARGO ?= cargo
+SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
+INGEST := target/release/coherence-ingest
+URL = $$(scripts/pg.sh url)
+
+.PHONY: help setup build install start stop destroy db demo report psql test test-unit test-pgrx \
+        test-regress test-ingest fmt lint clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: ## Install system packages, cargo-pgrx and pgrx config (idempotent)
+	@scripts/setup.sh
+
+build: ## Build the ingestor (release)
+	$(CARGO) build --release --locked -p coherence-ingest
+
+install: setup ## Build and install the extension into PostgreSQL 15
+	cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG) | grep -vE '^\s*(Copying|Writing|Discovered)' || true
+	@test -f "$$($(PG_CONFIG) --sharedir)/extension/coherence.control" || { echo "install failed" >&2; exit 1; }
+
+start: ## Start the local cluster (no-op with DATABASE_URL)
+	@scripts/pg.sh start
+
+stop: ## Stop the local cluster
+	@scripts/pg.sh stop
+
+destroy: ## Stop and delete the local cluster
+	@scripts/pg.sh destroy
+
+db: install start ## Create the database and extensions if missing
+	@if [ -z "$${DATABASE_URL:-}" ]; then \
+	  psql -X -q "$$(scripts/pg.sh url postgres)" -tAc "SELECT 1 FROM pg_database WHERE datname = 'coherence'" | grep -q 1 \
+	    || psql -X -q "$$(scripts/pg.sh url postgres)" -c "CREATE DATABASE coherence"; \
+	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS pg_cron"; \
+	fi
+	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS coherence"
+
+demo: db build ## Set up everything, load the flight simulator's scenario, print the report
+	@if [ -z "$${DATABASE_URL:-}" ]; then \
+	  echo "demo: recreating the coherence extension in the local demo database"; \
+	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; DROP EXTENSION IF EXISTS coherence CASCADE; CREATE EXTENSION coherence"; \
+	fi
+	DATABASE_URL="$(URL)" $(INGEST) simulate
+	@$(MAKE) --no-print-directory report
+	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."
+
+report: ## Print the detection report over all data in the database
+	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -f sql/report.sql
+
+psql: start ## Open psql on the demo database; pass arguments with ARGS='...'
+	psql -X "$(URL)" $(ARGS)
+
+test: setup ## Run every test tier (unit, pgrx, pg_regress, ingestor integration)
+	@scripts/test.sh
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked -p coherence-core -p coherence-ingest --all-targets -- -D warnings
+	cd extension && $(CARGO) clippy --locked --all-targets -- -D warnings
+
+clean: ## Remove build output (not the cluster: see make destroy)
+	$(CARGO) clean

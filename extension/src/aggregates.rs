@@ -1,0 +1,448 @@
+//! The three detector aggregates: `coherence.variance_escalation`, `coherence.spikes` and
+//! `coherence.trend`, each `(ts timestamptz, value float8 [, parameters])`.
+//!
+//! State is a Rust value (`internal`) allocated in the aggregate's memory context and dropped
+//! with it, so an error mid-query frees it. Each aggregate has combine/serialize/deserialize
+//! functions and is `PARALLEL SAFE`. The aggregates are created by hand in SQL below because
+//! `#[pg_aggregate]` cannot make parallel `internal`-state aggregates in pgrx 0.18.1.
+
+use crate::errors::{invalid_parameter, raise};
+use coherence_core::detect::{
+    self, DetectError, SpikeParams, SpikeState, TrendParams, TrendState, VarianceParams,
+    VarianceState, PG_EPOCH_US,
+};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{Internal, PgMemoryContexts, PgSqlErrorCode};
+
+/// What the generic glue needs from a detector state.
+trait Detector: Clone + 'static {
+    fn add(&mut self, ts_us: i64, v: f64);
+    fn skip(&mut self);
+    fn merge(&mut self, o: &Self) -> Result<(), DetectError>;
+    fn to_bytes(&self) -> Vec<u8>;
+    fn from_bytes(b: &[u8]) -> Result<Self, DetectError>;
+}
+
+macro_rules! impl_detector {
+    ($t:ty) => {
+        impl Detector for $t {
+            #[inline]
+            fn add(&mut self, ts_us: i64, v: f64) {
+                <$t>::add(self, ts_us, v)
+            }
+            #[inline]
+            fn skip(&mut self) {
+                self.skipped += 1;
+            }
+            fn merge(&mut self, o: &Self) -> Result<(), DetectError> {
+                <$t>::merge(self, o)
+            }
+            fn to_bytes(&self) -> Vec<u8> {
+                <$t>::to_bytes(self)
+            }
+            fn from_bytes(b: &[u8]) -> Result<Self, DetectError> {
+                <$t>::from_bytes(b)
+            }
+        }
+    };
+}
+impl_detector!(VarianceState);
+impl_detector!(SpikeState);
+impl_detector!(TrendState);
+
+/// The aggregate's memory context; errors when called outside an aggregate.
+fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
+    let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
+    // SAFETY: fcinfo comes from PostgreSQL's function manager for this call.
+    let is_agg = !fcinfo.is_null() && unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut ctx) } != 0;
+    if !is_agg {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "coherence aggregate support functions can only be called by an aggregate",
+            "coherence",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+    ctx
+}
+
+fn new_state<D: Detector>(fcinfo: pg_sys::FunctionCallInfo, d: D) -> Internal {
+    let ctx = agg_context(fcinfo);
+    // SAFETY: ctx is the live aggregate context; the value is dropped when it is reset/deleted.
+    unsafe { PgMemoryContexts::For(ctx).switch_to(|_| Internal::new(d)) }
+}
+
+#[inline]
+fn trans<D: Detector>(
+    mut state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+    make: impl FnOnce() -> Result<D, DetectError>,
+) -> Internal {
+    if !state.initialized() {
+        state = new_state(fcinfo, make().unwrap_or_else(|e| raise(e)));
+    }
+    // SAFETY: this aggregate's state is always a `D`, created just above.
+    let s = unsafe { state.get_mut::<D>() }.expect("initialized state");
+    match (ts, value) {
+        (Some(ts), Some(v)) if ts.is_finite() => {
+            let pg_us: i64 = ts.into_inner();
+            s.add(pg_us.saturating_add(PG_EPOCH_US), v)
+        }
+        _ => s.skip(),
+    }
+    state
+}
+
+fn combine<D: Detector>(
+    a: Internal,
+    b: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    // SAFETY: both states of this aggregate are `D`.
+    let (ra, rb) = unsafe { (a.get::<D>(), b.get::<D>()) };
+    match (ra, rb) {
+        (None, None) => None,
+        (Some(_), None) => Some(a),
+        (None, Some(y)) => Some(new_state(fcinfo, y.clone())),
+        (Some(_), Some(y)) => {
+            let y = y.clone();
+            let mut a = a;
+            let x = unsafe { a.get_mut::<D>() }.expect("initialized state");
+            x.merge(&y).unwrap_or_else(|e| raise(e));
+            Some(a)
+        }
+    }
+}
+
+fn serialize<D: Detector>(state: Internal) -> Vec<u8> {
+    // SAFETY: the state of this aggregate is a `D`; serialfunc is strict so it is non-null.
+    unsafe { state.get::<D>() }
+        .expect("initialized state")
+        .to_bytes()
+}
+
+fn deserialize<D: Detector>(bytes: &[u8], fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    let d = D::from_bytes(bytes).unwrap_or_else(|e| raise(e));
+    new_state(fcinfo, d)
+}
+
+fn ts_of(unix_us: Option<i64>) -> Option<TimestampWithTimeZone> {
+    unix_us.and_then(|us| TimestampWithTimeZone::try_from(us - PG_EPOCH_US).ok())
+}
+
+fn interval_us(window: Interval) -> i64 {
+    if window.months() != 0 {
+        invalid_parameter(
+            "variance escalation window must not contain months or years",
+            "Months have no fixed length; use days or hours, e.g. interval '4 hours'.",
+        );
+    }
+    let us = window.as_micros();
+    if us <= 0 || us > i64::MAX as i128 {
+        invalid_parameter(
+            "variance escalation window must be a positive interval",
+            "The seed's window is interval '4 hours'.",
+        );
+    }
+    us as i64
+}
+
+// ------------------------------------------------------------------ variance escalation
+
+#[pg_extern(immutable, parallel_safe)]
+fn variance_escalation_trans(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        VarianceState::new(VarianceParams::default())
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn variance_escalation_trans_params(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    window: Option<Interval>,
+    ratio_threshold: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        let d = VarianceParams::default();
+        VarianceState::new(VarianceParams {
+            window_us: window.map(interval_us).unwrap_or(d.window_us),
+            ratio_threshold: ratio_threshold.unwrap_or(d.ratio_threshold),
+        })
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn variance_escalation_combine(
+    a: Internal,
+    b: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Option<Internal> {
+    combine::<VarianceState>(a, b, fcinfo)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn variance_escalation_serialize(state: Internal) -> Vec<u8> {
+    serialize::<VarianceState>(state)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn variance_escalation_deserialize(
+    bytes: &[u8],
+    _unused: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    deserialize::<VarianceState>(bytes, fcinfo)
+}
+
+#[pg_extern(immutable, parallel_safe, requires = ["schema"])]
+fn variance_escalation_final(
+    state: Internal,
+) -> Option<pgrx::composite_type!('static, "coherence.variance_escalation_result")> {
+    // SAFETY: the state of this aggregate is a VarianceState.
+    let s = unsafe { state.get::<VarianceState>() }?;
+    let v = s.verdict();
+    let mut t = PgHeapTuple::new_composite_type("coherence.variance_escalation_result").ok()?;
+    t.set_by_name("flagged", v.flagged).ok()?;
+    t.set_by_name("risk", v.risk).ok()?;
+    t.set_by_name("ratio", v.ratio).ok()?;
+    t.set_by_name("windows", v.windows as i64).ok()?;
+    t.set_by_name("first_window_start", ts_of(v.first_window_start))
+        .ok()?;
+    t.set_by_name("first_variance", v.first_variance).ok()?;
+    t.set_by_name("last_window_start", ts_of(v.last_window_start))
+        .ok()?;
+    t.set_by_name("last_variance", v.last_variance).ok()?;
+    t.set_by_name("points", v.points as i64).ok()?;
+    t.set_by_name("skipped", v.skipped as i64).ok()?;
+    t.set_by_name("summary", detect::variance_summary(&v))
+        .ok()?;
+    Some(t)
+}
+
+// ------------------------------------------------------------------ spikes
+
+#[pg_extern(immutable, parallel_safe)]
+fn spikes_trans(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        SpikeState::new(SpikeParams::default())
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn spikes_trans_params(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    sigmas: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        SpikeState::new(SpikeParams {
+            sigmas: sigmas.unwrap_or(SpikeParams::default().sigmas),
+        })
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn spikes_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+    combine::<SpikeState>(a, b, fcinfo)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn spikes_serialize(state: Internal) -> Vec<u8> {
+    serialize::<SpikeState>(state)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn spikes_deserialize(
+    bytes: &[u8],
+    _unused: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    deserialize::<SpikeState>(bytes, fcinfo)
+}
+
+#[pg_extern(immutable, parallel_safe, requires = ["schema"])]
+fn spikes_final(
+    state: Internal,
+) -> Option<pgrx::composite_type!('static, "coherence.spikes_result")> {
+    // SAFETY: the state of this aggregate is a SpikeState.
+    let s = unsafe { state.get::<SpikeState>() }?;
+    let v = s.verdict();
+    let mut t = PgHeapTuple::new_composite_type("coherence.spikes_result").ok()?;
+    t.set_by_name("flagged", v.flagged).ok()?;
+    t.set_by_name("risk", v.risk).ok()?;
+    t.set_by_name("count", v.count as i64).ok()?;
+    t.set_by_name("max", v.max).ok()?;
+    t.set_by_name("max_at", ts_of(v.max_at)).ok()?;
+    t.set_by_name("mean", v.mean).ok()?;
+    t.set_by_name("stddev", v.stddev).ok()?;
+    t.set_by_name("threshold", v.threshold).ok()?;
+    t.set_by_name("points", v.points as i64).ok()?;
+    t.set_by_name("skipped", v.skipped as i64).ok()?;
+    t.set_by_name("summary", detect::spike_summary(&v, ""))
+        .ok()?;
+    Some(t)
+}
+
+// ------------------------------------------------------------------ trend
+
+#[pg_extern(immutable, parallel_safe)]
+fn trend_trans(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        TrendState::new(TrendParams::default())
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn trend_trans_params(
+    state: Internal,
+    ts: Option<TimestampWithTimeZone>,
+    value: Option<f64>,
+    pct_threshold: Option<f64>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    trans(state, ts, value, fcinfo, || {
+        TrendState::new(TrendParams {
+            pct_threshold: pct_threshold.unwrap_or(TrendParams::default().pct_threshold),
+        })
+    })
+}
+
+#[pg_extern(immutable, parallel_safe)]
+fn trend_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+    combine::<TrendState>(a, b, fcinfo)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn trend_serialize(state: Internal) -> Vec<u8> {
+    serialize::<TrendState>(state)
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn trend_deserialize(
+    bytes: &[u8],
+    _unused: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    deserialize::<TrendState>(bytes, fcinfo)
+}
+
+#[pg_extern(immutable, parallel_safe, requires = ["schema"])]
+fn trend_final(
+    state: Internal,
+) -> Option<pgrx::composite_type!('static, "coherence.trend_result")> {
+    // SAFETY: the state of this aggregate is a TrendState.
+    let s = unsafe { state.get::<TrendState>() }?;
+    let v = s.verdict();
+    let mut t = PgHeapTuple::new_composite_type("coherence.trend_result").ok()?;
+    t.set_by_name("flagged", v.flagged).ok()?;
+    t.set_by_name("risk", v.risk).ok()?;
+    t.set_by_name("pct_change", v.pct_change).ok()?;
+    t.set_by_name("slope_per_hour", v.slope_per_hour).ok()?;
+    t.set_by_name("fitted_start", v.fitted_start).ok()?;
+    t.set_by_name("fitted_end", v.fitted_end).ok()?;
+    t.set_by_name("r2", v.r2).ok()?;
+    t.set_by_name("first_at", ts_of(v.first_at)).ok()?;
+    t.set_by_name("last_at", ts_of(v.last_at)).ok()?;
+    t.set_by_name("points", v.points as i64).ok()?;
+    t.set_by_name("skipped", v.skipped as i64).ok()?;
+    t.set_by_name("summary", detect::trend_summary(&v)).ok()?;
+    Some(t)
+}
+
+extension_sql!(
+    r#"
+CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision) (
+    SFUNC = coherence.variance_escalation_trans, STYPE = internal,
+    COMBINEFUNC = coherence.variance_escalation_combine,
+    SERIALFUNC = coherence.variance_escalation_serialize,
+    DESERIALFUNC = coherence.variance_escalation_deserialize,
+    FINALFUNC = coherence.variance_escalation_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision,
+        "window" interval, ratio_threshold double precision) (
+    SFUNC = coherence.variance_escalation_trans_params, STYPE = internal,
+    COMBINEFUNC = coherence.variance_escalation_combine,
+    SERIALFUNC = coherence.variance_escalation_serialize,
+    DESERIALFUNC = coherence.variance_escalation_deserialize,
+    FINALFUNC = coherence.variance_escalation_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision) (
+    SFUNC = coherence.spikes_trans, STYPE = internal,
+    COMBINEFUNC = coherence.spikes_combine,
+    SERIALFUNC = coherence.spikes_serialize,
+    DESERIALFUNC = coherence.spikes_deserialize,
+    FINALFUNC = coherence.spikes_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision, sigmas double precision) (
+    SFUNC = coherence.spikes_trans_params, STYPE = internal,
+    COMBINEFUNC = coherence.spikes_combine,
+    SERIALFUNC = coherence.spikes_serialize,
+    DESERIALFUNC = coherence.spikes_deserialize,
+    FINALFUNC = coherence.spikes_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision) (
+    SFUNC = coherence.trend_trans, STYPE = internal,
+    COMBINEFUNC = coherence.trend_combine,
+    SERIALFUNC = coherence.trend_serialize,
+    DESERIALFUNC = coherence.trend_deserialize,
+    FINALFUNC = coherence.trend_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision, pct_threshold double precision) (
+    SFUNC = coherence.trend_trans_params, STYPE = internal,
+    COMBINEFUNC = coherence.trend_combine,
+    SERIALFUNC = coherence.trend_serialize,
+    DESERIALFUNC = coherence.trend_deserialize,
+    FINALFUNC = coherence.trend_final,
+    PARALLEL = SAFE
+);
+"#,
+    name = "aggregates",
+    requires = [
+        variance_escalation_trans,
+        variance_escalation_trans_params,
+        variance_escalation_combine,
+        variance_escalation_serialize,
+        variance_escalation_deserialize,
+        variance_escalation_final,
+        spikes_trans,
+        spikes_trans_params,
+        spikes_combine,
+        spikes_serialize,
+        spikes_deserialize,
+        spikes_final,
+        trend_trans,
+        trend_trans_params,
+        trend_combine,
+        trend_serialize,
+        trend_deserialize,
+        trend_final,
+    ]
+);

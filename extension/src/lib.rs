@@ -1,0 +1,96 @@
+//! Coherence: anomaly detection and incident correlation inside PostgreSQL.
+//!
+//! This crate is thin glue: the algorithms live in `coherence-core` (no pgrx dependency) and
+//! are exposed here as SQL functions and aggregates in schema `coherence`. The tables, types
+//! and SQL-language functions live in `sql/*.sql` at the repository root.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+mod aggregates;
+mod errors;
+
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+
+/// The extension's version (the crate version), e.g. for support tickets and upgrade checks.
+#[pg_extern(stable, strict, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+extension_sql_file!("../../sql/functions.sql", name = "functions", finalize);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one_f64(q: &str) -> Option<f64> {
+        Spi::get_one::<f64>(q).expect("query failed")
+    }
+
+    #[pg_test]
+    fn version_matches_crate() {
+        assert_eq!(crate::version(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[pg_test]
+    fn variance_escalation_closed_form() {
+        // First window 1,3 (var 2), last window 0,4,8 (var 16): ratio 8.
+        let r = one_f64(
+            "SELECT (coherence.variance_escalation(ts, v)).ratio FROM (VALUES
+               ('2025-01-01 00:00Z'::timestamptz, 1.0::float8), ('2025-01-01 00:01Z', 3.0),
+               ('2025-01-01 08:00Z', 0.0), ('2025-01-01 08:01Z', 4.0), ('2025-01-01 08:02Z', 8.0)
+             ) t(ts, v)",
+        );
+        assert_eq!(r, Some(8.0));
+    }
+
+    #[pg_test]
+    fn trend_closed_form() {
+        let pct = one_f64(
+            "SELECT (coherence.trend(ts, v)).pct_change FROM (
+               SELECT '2025-01-01'::timestamptz + i * interval '1 hour' AS ts, 40.0 + i AS v
+               FROM generate_series(0, 50) i) s",
+        )
+        .unwrap();
+        assert!((pct - 125.0).abs() < 1e-9, "{pct}");
+    }
+
+    #[pg_test]
+    fn spikes_null_and_nan_are_skipped() {
+        let skipped = Spi::get_one::<i64>(
+            "SELECT (coherence.spikes(ts, v)).skipped FROM (VALUES
+               ('2025-01-01'::timestamptz, 'NaN'::float8), ('2025-01-01', NULL),
+               (NULL, 1.0), ('2025-01-02', 'Infinity'), ('2025-01-03', 2.0)) t(ts, v)",
+        )
+        .unwrap();
+        assert_eq!(skipped, Some(4));
+    }
+
+    #[pg_test]
+    fn empty_input_gives_null() {
+        let r = Spi::get_one::<bool>(
+            "SELECT coherence.trend(now(), 1.0::float8) IS NULL FROM generate_series(1, 0)",
+        )
+        .unwrap();
+        assert_eq!(r, Some(true));
+    }
+
+    #[pg_test(error = "spike threshold (sigmas) must be a finite number greater than 0")]
+    fn bad_parameter_is_an_error() {
+        Spi::run("SELECT coherence.spikes(now(), 1.0::float8, -1.0)").unwrap();
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

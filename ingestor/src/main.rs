@@ -1,0 +1,64 @@
+//! `coherence-ingest`: feeds Coherence's tables.
+//!
+//! Subcommands:
+//! * `simulate`: the seeded flight simulator (the seed's demo scenario, or millions of rows
+//!   for benchmarks), written with COPY and idempotent.
+
+mod db;
+mod simulate;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coherence-ingest",
+    version,
+    about = "Feed Coherence's tables in PostgreSQL: the seeded flight simulator (and, later, Datadog).",
+    long_about = "Feed Coherence's tables (coherence.metrics, coherence.signal_events) in PostgreSQL.\n\n\
+        The database is given by --database-url or DATABASE_URL, as a URL \
+        (postgresql://user@host:5432/db) or a libpq key=value string \
+        (host=/tmp port=5432 user=postgres dbname=coherence). The database must have the \
+        coherence extension installed (CREATE EXTENSION coherence).",
+    after_help = "Examples:\n  coherence-ingest simulate                       # the seed's 48h demo scenario, 2 hosts\n  coherence-ingest simulate --seed 7 --hosts 10   # other data, more hosts\n  coherence-ingest simulate --hosts 334 --scale 10000000   # ~10M rows for benchmarks"
+)]
+struct Cli {
+    /// PostgreSQL connection (URL or key=value string).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Log filter, e.g. info, debug, coherence_ingest=debug.
+    #[arg(long, env = "COHERENCE_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate the seeded synthetic scenario (the "flight simulator") into the database.
+    Simulate(simulate::SimulateArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match cli.command {
+        Command::Simulate(args) => simulate::run(cli.database_url.as_deref(), args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coherence-ingest: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Integration tests of `coherence-ingest simulate` against a real PostgreSQL with the
+//! coherence extension installed. Enabled with `--features integration`; `make test` runs them
+//! against the local cluster with COHERENCE_TEST_PG set to an admin connection string.
+#![cfg(feature = "integration")]
+
+use std::process::Command;
+use tokio_postgres::{Client, NoTls};
+
+/// Admin connection string (URL or key=value), pointing at a maintenance database.
+fn admin() -> String {
+    std::env::var("COHERENCE_TEST_PG").expect(
+        "COHERENCE_TEST_PG is not set: run these tests with `make test`, which points it at the \
+         local cluster (or set it to an admin connection string)",
+    )
+}
+
+/// The same connection string with another database name.
+fn with_db(conn: &str, db: &str) -> String {
+    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let (base, query) = conn
+            .split_once('?')
+            .map_or((conn, None), |(b, q)| (b, Some(q)));
+        let scheme_end = base.find("://").unwrap() + 3;
+        let host_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        let mut s = format!("{}/{}", &base[..host_end], db);
+        if let Some(q) = query {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    } else {
+        let kept: Vec<&str> = conn
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("dbname="))
+            .collect();
+        format!("{} dbname={}", kept.join(" "), db)
+    }
+}
+
+async fn connect(conn: &str) -> Client {
+    let (client, c) = tokio_postgres::connect(conn, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = c.await;
+    });
+    client
+}
+
+/// A fresh database with the extension, dropped again on drop.
+struct TestDb {
+    name: String,
+    conn: String,
+}
+
+impl TestDb {
+    async fn new(tag: &str) -> TestDb {
+        let name = format!("coherence_it_{tag}_{}", std::process::id());
+        let admin_client = connect(&admin()).await;
+        admin_client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin_client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let conn = with_db(&admin(), &name);
+        connect(&conn)
+            .await
+            .batch_execute("CREATE EXTENSION coherence")
+            .await
+            .unwrap();
+        TestDb { name, conn }
+    }
+
+    async fn empty(tag: &str) -> TestDb {
+        let name = format!("coherence_it_{tag}_{}", std::process::id());
+        let admin_client = connect(&admin()).await;
+        admin_client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin_client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        TestDb {
+            conn: with_db(&admin(), &name),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = connect(&admin()).await;
+                let _ = c
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn ingest(conn: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_coherence-ingest"))
+        .env("DATABASE_URL", conn)
+        .args(args)
+        .output()
+        .expect("run coherence-ingest")
+}
+
+fn ok(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "coherence-ingest failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// An order-independent fingerprint of the data rows (not ids or insert times).
+async fn fingerprint(c: &Client) -> (i64, i64, String) {
+    let m: i64 = c
+        .query_one("SELECT count(*) FROM coherence.metrics", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let e: i64 = c
+        .query_one("SELECT count(*) FROM coherence.signal_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let h: String = c
+        .query_one(
+            "SELECT md5(coalesce((SELECT string_agg(concat_ws('|', host, metric_name, value::text,
+                        extract(epoch FROM \"timestamp\")::text), ',' ORDER BY host, metric_name, \"timestamp\")
+                      FROM coherence.metrics), '') ||
+                    coalesce((SELECT string_agg(concat_ws('|', source, source_id, host, severity,
+                        extract(epoch FROM ts)::text), ',' ORDER BY source, source_id)
+                      FROM coherence.signal_events), ''))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (m, e, h)
+}
+
+#[tokio::test]
+async fn simulate_loads_the_scenario_and_is_idempotent() {
+    let db = TestDb::new("idem").await;
+    let first = ok(ingest(&db.conn, &["simulate"]));
+    assert!(first.contains("17280 metric rows (17280 new)"), "{first}");
+    let c = connect(&db.conn).await;
+    let before = fingerprint(&c).await;
+    assert_eq!(before.0, 17_280);
+    let errors: i64 = c
+        .query_one(
+            "SELECT count(*) FROM coherence.signal_events WHERE host = 'host-stressed' AND severity = 'error'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(errors, 13);
+    let second = ok(ingest(&db.conn, &["simulate"]));
+    assert!(second.contains("(0 new)"), "{second}");
+    assert_eq!(
+        fingerprint(&c).await,
+        before,
+        "a second run changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn same_seed_same_rows_other_seed_other_rows() {
+    let a = TestDb::new("seed_a").await;
+    let b = TestDb::new("seed_b").await;
+    ok(ingest(
+        &a.conn,
+        &["simulate", "--seed", "7", "--hosts", "3", "--hours", "6"],
+    ));
+    ok(ingest(
+        &b.conn,
+        &["simulate", "--seed", "7", "--hosts", "3", "--hours", "6"],
+    ));
+    let (ca, cb) = (connect(&a.conn).await, connect(&b.conn).await);
+    let fa = fingerprint(&ca).await;
+    assert_eq!(fa.0, 3 * 3 * 360);
+    assert_eq!(fa, fingerprint(&cb).await);
+    ok(ingest(
+        &b.conn,
+        &["simulate", "--seed", "8", "--hosts", "3", "--hours", "6"],
+    ));
+    assert_ne!(
+        fingerprint(&cb).await.2,
+        fa.2,
+        "another seed adds other rows"
+    );
+}
+
+#[tokio::test]
+async fn detection_contract_on_the_simulated_scenario() {
+    let db = TestDb::new("detect").await;
+    ok(ingest(&db.conn, &["simulate"]));
+    let c = connect(&db.conn).await;
+    let rows = c
+        .query(
+            "SELECT host, metric, detector, flagged, risk, summary
+               FROM coherence.detect('-infinity', 'infinity')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let find = |h: &str, m: &str, d: &str| {
+        rows.iter()
+            .find(|r| {
+                r.get::<_, String>(0) == h
+                    && r.get::<_, String>(1) == m
+                    && r.get::<_, String>(2) == d
+            })
+            .unwrap_or_else(|| panic!("no row for {h}:{m} {d}"))
+    };
+    for (m, d, text) in [
+        ("cpu", "variance_escalation", "Variance escalated"),
+        ("memory", "trend", "increase, leak pattern"),
+        ("cpu", "spikes", "spikes, max 94.98%"),
+    ] {
+        let r = find("host-stressed", m, d);
+        let (flagged, risk, summary): (bool, f64, String) = (r.get(3), r.get(4), r.get(5));
+        assert!(flagged && risk >= 0.9, "{summary} risk {risk}");
+        assert!(summary.contains(text), "{summary}");
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "host-healthy")
+    {
+        let risk: f64 = r.get(4);
+        assert!(
+            risk < 0.5,
+            "healthy host: {} risk {risk}",
+            r.get::<_, String>(5)
+        );
+    }
+}
+
+#[tokio::test]
+async fn pg_dump_and_restore_keep_every_row() {
+    let src = TestDb::new("dump_src").await;
+    ok(ingest(&src.conn, &["simulate", "--hours", "12"]));
+    let csrc = connect(&src.conn).await;
+    csrc.batch_execute(
+        "INSERT INTO coherence.signal_events (ts, host, fingerprint, severity, metric, value, source, source_id)
+         VALUES ('2025-12-13 04:10+00', 'h', 'h:x', 'warn', 'x', 1.25, 'manual', 'dump-test')",
+    )
+    .await
+    .unwrap();
+    let want = fingerprint(&csrc).await;
+    let dump = Command::new("pg_dump")
+        .args(["--no-owner", "-d", &src.conn])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dst = TestDb::empty("dump_dst").await;
+    let path = std::env::temp_dir().join(format!("coherence-dump-{}.sql", std::process::id()));
+    std::fs::write(&path, &dump.stdout).unwrap();
+    let restore = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &dst.conn, "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        restore.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let cdst = connect(&dst.conn).await;
+    assert_eq!(
+        fingerprint(&cdst).await,
+        want,
+        "restored rows equal the dumped rows"
+    );
+    // The id sequence was restored too: a new row does not collide with restored ids.
+    cdst.batch_execute(
+        "INSERT INTO coherence.metrics (host, metric_name, value, \"timestamp\") VALUES ('new', 'cpu', 1, now())",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn clear_errors_for_bad_setup() {
+    let db = TestDb::empty("noext").await;
+    let out = ingest(&db.conn, &["simulate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CREATE EXTENSION coherence"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_coherence-ingest"))
+        .env_remove("DATABASE_URL")
+        .arg("simulate")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
+
+    let out = ingest("host=/nonexistent port=1 user=x dbname=y", &["simulate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}

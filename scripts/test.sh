@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Run every test tier; fail if any tier fails or runs zero tests.
+#   1. unit:    pure crate + ingestor unit tests (cargo test, no PostgreSQL)
+#   2. pgrx:    #[pg_test] functions inside a pgrx-managed PostgreSQL 15
+#   3. regress: pg_regress golden SQL tests (tests/sql, tests/expected) on the cluster
+#   4. ingest:  ingestor integration tests against the cluster (real COPY, pg_dump/restore)
+# Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGXS=$(dirname "$("$PG_CONFIG" --pgxs)")/..
+PG_REGRESS=$PGXS/test/regress/pg_regress
+LOGDIR=target/test-logs
+mkdir -p "$LOGDIR"
+declare -A COUNTS
+
+# run_tier NAME COUNT_REGEX CMD...: runs CMD, tees its output, sums the counts matched.
+run_tier() {
+    local name=$1 regex=$2; shift 2
+    local log="$LOGDIR/$name.log"
+    echo "==> tier $name: $*"
+    if ! "$@" 2>&1 | tee "$log"; then
+        echo "FAILED: tier $name (log: $log)" >&2
+        exit 1
+    fi
+    local n
+    n=$(grep -oE "$regex" "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
+    if [ "$n" -eq 0 ]; then
+        echo "FAILED: tier $name ran zero tests (log: $log)" >&2
+        exit 1
+    fi
+    COUNTS[$name]=$n
+    echo "==> tier $name: $n passed"
+}
+
+# 1. unit
+run_tier unit 'test result: ok\. [0-9]+ passed' \
+    cargo test --locked --workspace --exclude coherence
+
+# 2. pgrx (fresh initdb each run; needs the postgres user when run as root)
+PGRX_DATA=${COHERENCE_PGRX_DATA:-/tmp/coherence-pgrx-test}
+pgrx_test() {
+    cd extension
+    if [ "$(id -u)" = 0 ]; then
+        rm -rf "$PGRX_DATA"
+        install -d -o postgres -g postgres "$PGRX_DATA"
+        cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_DATA"
+    else
+        cargo pgrx test pg15
+    fi
+}
+run_tier pgrx 'test result: ok\. [0-9]+ passed' pgrx_test
+
+# `cargo pgrx test` installed its debug build into PostgreSQL: put the release build back.
+make --no-print-directory install >/dev/null
+scripts/pg.sh start
+
+# 3. pg_regress golden tests
+regress() {
+    eval "$(scripts/pg.sh env)"
+    rm -rf tests/results
+    local tests
+    tests=$(cd tests/sql && ls *.sql | sed 's/\.sql$//' | sort)
+    "$PG_REGRESS" --bindir="$("$PG_CONFIG" --bindir)" --inputdir=tests --outputdir=tests \
+        --dbname=coherence_regress --load-extension=coherence $tests
+}
+run_tier regress '(All|all) [0-9]+ tests passed' regress
+
+# 4. ingestor integration tests
+ingest() {
+    COHERENCE_TEST_PG="$(scripts/pg.sh url postgres 2>/dev/null || scripts/pg.sh url)" \
+        cargo test --locked -p coherence-ingest --features integration --test '*' -- --test-threads=2
+}
+run_tier ingest 'test result: ok\. [0-9]+ passed' ingest
+
+echo
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}"

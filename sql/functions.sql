@@ -1,0 +1,106 @@
+-- SQL-language functions and the documentation (COMMENT ON) of every function in schema
+-- coherence. Loaded last (finalize), after the Rust functions and the aggregates exist.
+
+COMMENT ON SCHEMA coherence IS 'Coherence: anomaly detection and incident correlation for SREs.';
+
+COMMENT ON FUNCTION coherence.version() IS
+    'Version of the installed coherence library, e.g. SELECT coherence.version();';
+
+-- The aggregates (user-facing).
+COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision) IS
+    'Variance escalation (seed defaults): sample variance of the first vs the last 4-hour window (date_bin-aligned); flagged when last/first > 1.5. Returns coherence.variance_escalation_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision) IS
+    'Variance escalation with a window width and ratio threshold, e.g. coherence.variance_escalation(ts, value, interval ''1 hour'', 2.0).';
+COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision) IS
+    'Spike detection (seed defaults): points above mean + 2.5 stddev, with count, max and when. Returns coherence.spikes_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision, double precision) IS
+    'Spike detection with a threshold in standard deviations, e.g. coherence.spikes(ts, value, 3.0).';
+COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision) IS
+    'Trend detection (seed defaults): least-squares fit of value on time; flagged when the fitted change from first to last time exceeds +30%. Returns coherence.trend_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision, double precision) IS
+    'Trend detection with a percentage threshold, e.g. coherence.trend(ts, value, 50.0).';
+
+-- Aggregate support functions (internal; called by the aggregates only).
+COMMENT ON FUNCTION coherence.variance_escalation_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.variance_escalation.';
+COMMENT ON FUNCTION coherence.variance_escalation_trans_params(internal, timestamptz, double precision, interval, double precision) IS 'Internal: transition function of coherence.variance_escalation with parameters.';
+COMMENT ON FUNCTION coherence.variance_escalation_combine(internal, internal) IS 'Internal: combine function of coherence.variance_escalation (parallel aggregation).';
+COMMENT ON FUNCTION coherence.variance_escalation_serialize(internal) IS 'Internal: serialize function of coherence.variance_escalation.';
+COMMENT ON FUNCTION coherence.variance_escalation_deserialize(bytea, internal) IS 'Internal: deserialize function of coherence.variance_escalation.';
+COMMENT ON FUNCTION coherence.variance_escalation_final(internal) IS 'Internal: final function of coherence.variance_escalation.';
+COMMENT ON FUNCTION coherence.spikes_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.spikes.';
+COMMENT ON FUNCTION coherence.spikes_trans_params(internal, timestamptz, double precision, double precision) IS 'Internal: transition function of coherence.spikes with parameters.';
+COMMENT ON FUNCTION coherence.spikes_combine(internal, internal) IS 'Internal: combine function of coherence.spikes (parallel aggregation).';
+COMMENT ON FUNCTION coherence.spikes_serialize(internal) IS 'Internal: serialize function of coherence.spikes.';
+COMMENT ON FUNCTION coherence.spikes_deserialize(bytea, internal) IS 'Internal: deserialize function of coherence.spikes.';
+COMMENT ON FUNCTION coherence.spikes_final(internal) IS 'Internal: final function of coherence.spikes.';
+COMMENT ON FUNCTION coherence.trend_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.trend.';
+COMMENT ON FUNCTION coherence.trend_trans_params(internal, timestamptz, double precision, double precision) IS 'Internal: transition function of coherence.trend with parameters.';
+COMMENT ON FUNCTION coherence.trend_combine(internal, internal) IS 'Internal: combine function of coherence.trend (parallel aggregation).';
+COMMENT ON FUNCTION coherence.trend_serialize(internal) IS 'Internal: serialize function of coherence.trend.';
+COMMENT ON FUNCTION coherence.trend_deserialize(bytea, internal) IS 'Internal: deserialize function of coherence.trend.';
+COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function of coherence.trend.';
+
+-- coherence.detect: the seed's verdicts for every series at once.
+CREATE FUNCTION coherence.detect(since timestamptz, until timestamptz)
+RETURNS TABLE (
+    host     text,
+    metric   text,
+    detector text,
+    flagged  boolean,
+    risk     double precision,
+    summary  text,
+    points   bigint
+)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF since >= until THEN
+        RAISE EXCEPTION 'since must be earlier than until'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s', since, until),
+                  HINT = 'Example: SELECT * FROM coherence.detect(now() - interval ''48 hours'', now());';
+    END IF;
+    RETURN QUERY
+    WITH samples AS (
+        SELECT m.host, m.metric_name AS metric, m."timestamp" AS ts, m.value
+          FROM coherence.metrics m
+         WHERE m."timestamp" >= since AND m."timestamp" < until
+        UNION ALL
+        SELECT e.host, e.metric, e.ts, e.value::double precision
+          FROM coherence.signal_events e
+         WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
+           AND e.ts >= since AND e.ts < until
+    ), agg AS (
+        SELECT s.host, s.metric,
+               coherence.variance_escalation(s.ts, s.value) AS v,
+               coherence.spikes(s.ts, s.value) AS sp,
+               coherence.trend(s.ts, s.value) AS t,
+               CASE WHEN s.metric IN ('cpu', 'memory', 'disk') OR s.metric ~ '(pct|percent)'
+                    THEN '%' ELSE '' END AS unit
+          FROM samples s
+         GROUP BY s.host, s.metric
+    )
+    SELECT a.host, a.metric, d.detector, d.flagged, d.risk,
+           a.host || ':' || a.metric || ' → ' || d.summary, d.points
+      FROM agg a
+     CROSS JOIN LATERAL (VALUES
+        ('variance_escalation', (a.v).flagged, (a.v).risk, (a.v).summary, (a.v).points),
+        ('spikes', (a.sp).flagged, (a.sp).risk,
+            CASE WHEN (a.sp).count > 0 THEN
+                format('%s %s, max %s%s%s (Risk: %s)', (a.sp).count,
+                       CASE WHEN (a.sp).count = 1 THEN 'spike' ELSE 'spikes' END,
+                       round((a.sp).max::numeric, 2), a.unit,
+                       CASE WHEN (a.sp).flagged THEN '' ELSE ', within noise' END,
+                       round((a.sp).risk::numeric, 2))
+            ELSE (a.sp).summary END,
+            (a.sp).points),
+        ('trend', (a.t).flagged, (a.t).risk, (a.t).summary, (a.t).points)
+     ) AS d(detector, flagged, risk, summary, points)
+     ORDER BY d.risk DESC, a.host, a.metric, d.detector;
+END
+$fn$;
+
+COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
+    'Seed verdicts for every (host, metric) series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: one row per series and detector, e.g. SELECT summary FROM coherence.detect(now() - interval ''48 hours'', now()) WHERE flagged;';

@@ -1,0 +1,118 @@
+-- Coherence schema: data tables and the result types of the detector aggregates.
+-- Every object is schema-qualified; the extension is not relocatable (schema = coherence).
+
+-- Raw metric samples (the seed's `metrics` table). One row per (host, metric_name, "timestamp"):
+-- ingest uses ON CONFLICT DO NOTHING on that key, so re-running any ingest inserts nothing twice.
+CREATE TABLE coherence.metrics (
+    id          bigserial PRIMARY KEY,
+    host        text NOT NULL CHECK (host <> ''),
+    metric_name text NOT NULL CHECK (metric_name <> ''),
+    value       double precision NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT metrics_series_time_key UNIQUE (host, metric_name, "timestamp")
+);
+-- The unique key serves per-series time-range scans; BRIN serves "all series since T" scans
+-- of append-mostly data at a tiny size.
+CREATE INDEX metrics_timestamp_brin ON coherence.metrics USING brin ("timestamp");
+
+COMMENT ON TABLE coherence.metrics IS
+    'Metric samples, one row per (host, metric_name, timestamp); written by coherence-ingest (datadog, simulate) or by you.';
+COMMENT ON COLUMN coherence.metrics.id IS 'Surrogate key.';
+COMMENT ON COLUMN coherence.metrics.host IS 'Host the sample belongs to (Datadog host tag).';
+COMMENT ON COLUMN coherence.metrics.metric_name IS 'Metric name as mapped in the ingest config, e.g. cpu, memory, disk.';
+COMMENT ON COLUMN coherence.metrics.value IS 'Sample value; NaN and ±Infinity are stored but ignored by the detectors.';
+COMMENT ON COLUMN coherence.metrics."timestamp" IS 'Time of the sample.';
+COMMENT ON COLUMN coherence.metrics.created_at IS 'When the row was inserted.';
+
+-- Signal events (the seed's `signal_events`): error events and other signals. Unique on the
+-- source's own id, so re-ingesting the same events is a no-op.
+CREATE TABLE coherence.signal_events (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    ts          timestamptz NOT NULL,
+    host        text NOT NULL CHECK (host <> ''),
+    service     text,
+    fingerprint text NOT NULL,
+    severity    text NOT NULL CHECK (severity IN ('info', 'warn', 'error')),
+    metric      text,
+    value       numeric,
+    synthetic   boolean NOT NULL DEFAULT false,
+    source      text NOT NULL DEFAULT 'manual',
+    source_id   text NOT NULL DEFAULT gen_random_uuid()::text,
+    message     text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT signal_events_source_key UNIQUE (source, source_id)
+);
+CREATE INDEX signal_events_host_ts_idx ON coherence.signal_events (host, ts);
+CREATE INDEX signal_events_errors_ts_idx ON coherence.signal_events (ts) WHERE severity = 'error';
+
+COMMENT ON TABLE coherence.signal_events IS
+    'Signal events (errors, warnings, deploys, numeric signals); unique on (source, source_id).';
+COMMENT ON COLUMN coherence.signal_events.id IS 'Row id.';
+COMMENT ON COLUMN coherence.signal_events.ts IS 'When the event happened.';
+COMMENT ON COLUMN coherence.signal_events.host IS 'Host the event belongs to.';
+COMMENT ON COLUMN coherence.signal_events.service IS 'Service name, when known.';
+COMMENT ON COLUMN coherence.signal_events.fingerprint IS 'Grouping key, host:metric as in the seed.';
+COMMENT ON COLUMN coherence.signal_events.severity IS 'info, warn or error; error events are what incidents correlate with.';
+COMMENT ON COLUMN coherence.signal_events.metric IS 'What the event is about: cpu, memory, disk, error, deploy, ...';
+COMMENT ON COLUMN coherence.signal_events.value IS 'Numeric value for numeric signals, else NULL.';
+COMMENT ON COLUMN coherence.signal_events.synthetic IS 'True for rows written by the flight simulator.';
+COMMENT ON COLUMN coherence.signal_events.source IS 'Where the event came from: datadog, simulator, manual.';
+COMMENT ON COLUMN coherence.signal_events.source_id IS 'The source''s own id (exact, as text); with source, the idempotency key.';
+COMMENT ON COLUMN coherence.signal_events.message IS 'Event title or message.';
+COMMENT ON COLUMN coherence.signal_events.created_at IS 'When the row was inserted.';
+
+-- Keep user data in pg_dump output (extension member tables are otherwise skipped).
+SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
+
+-- Result types of the aggregates. `flagged` and `risk` come first in every one.
+CREATE TYPE coherence.variance_escalation_result AS (
+    flagged            boolean,
+    risk               double precision,
+    ratio              double precision,
+    windows            bigint,
+    first_window_start timestamptz,
+    first_variance     double precision,
+    last_window_start  timestamptz,
+    last_variance      double precision,
+    points             bigint,
+    skipped            bigint,
+    summary            text
+);
+COMMENT ON TYPE coherence.variance_escalation_result IS
+    'Result of coherence.variance_escalation: sample variance of the first vs the last window (with 2+ points); flagged when last/first > threshold (default 1.5).';
+
+CREATE TYPE coherence.spikes_result AS (
+    flagged   boolean,
+    risk      double precision,
+    count     bigint,
+    max       double precision,
+    max_at    timestamptz,
+    mean      double precision,
+    stddev    double precision,
+    threshold double precision,
+    points    bigint,
+    skipped   bigint,
+    summary   text
+);
+COMMENT ON TYPE coherence.spikes_result IS
+    'Result of coherence.spikes: points above mean + k·stddev (default k = 2.5), their count, the max and when.';
+
+CREATE TYPE coherence.trend_result AS (
+    flagged        boolean,
+    risk           double precision,
+    pct_change     double precision,
+    slope_per_hour double precision,
+    fitted_start   double precision,
+    fitted_end     double precision,
+    r2             double precision,
+    first_at       timestamptz,
+    last_at        timestamptz,
+    points         bigint,
+    skipped        bigint,
+    summary        text
+);
+COMMENT ON TYPE coherence.trend_result IS
+    'Result of coherence.trend: least-squares fit of value on time; pct_change from the fitted start to the fitted end; flagged above +30% by default.';
