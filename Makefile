@@ -16,7 +16,7 @@ INGEST := target/release/coherence-ingest
 URL = $$(scripts/pg.sh url)
 
 .PHONY: help setup build install start stop destroy db demo report psql test test-unit test-pgrx \
-        test-regress test-ingest fmt lint clean
+        test-regress test-ingest fmt lint clean eval
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 	DATABASE_URL="$(URL)" $(INGEST) simulate
 	@$(MAKE) --no-print-directory report
 	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."
+
+eval: start ## Score detect_events vs the seed's rules on labelled real data (eval/)
+	@scripts/eval.sh
 
 report: ## Print the detection report over all data in the database
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -f sql/report.sql

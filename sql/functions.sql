@@ -104,3 +104,95 @@ $fn$;
 
 COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
     'Seed verdicts for every (host, metric) series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: one row per series and detector, e.g. SELECT summary FROM coherence.detect(now() - interval ''48 hours'', now()) WHERE flagged;';
+
+COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
+    'Localized anomaly events of one series (arrays of times and values, any order): robust trailing median/MAD baseline with a seasonal check, both directions; one row per event with start, peak, end, robust score and risk. E.g. SELECT * FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.series_trend_event(timestamptz[], double precision[], double precision, double precision) IS
+    'A significant leak-like trend of one series (fitted change > pct_threshold, R² >= 0.6, Mann-Kendall p < 0.001), with the time the fitted line reaches capacity; zero or one row.';
+
+-- The unit shown after values of a metric: percent for the usual resource metrics.
+CREATE FUNCTION coherence.metric_capacity(metric text)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN CASE WHEN metric IN ('cpu', 'memory', 'disk') OR metric ~ '(pct|percent)' THEN 100.0 END;
+COMMENT ON FUNCTION coherence.metric_capacity(text) IS
+    'Capacity used for time to exhaustion: 100 for percent metrics (cpu, memory, disk, *pct*, *percent*), else NULL.';
+
+CREATE FUNCTION coherence.detect_events(since timestamptz, until timestamptz)
+RETURNS TABLE (
+    host       text,
+    metric     text,
+    detector   text,
+    kind       text,
+    started_at timestamptz,
+    ended_at   timestamptz,
+    peak_at    timestamptz,
+    peak_value double precision,
+    baseline   double precision,
+    score      double precision,
+    risk       double precision,
+    summary    text
+)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    IF since >= until THEN
+        RAISE EXCEPTION 'since must be earlier than until'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s', since, until),
+                  HINT = 'Example: SELECT * FROM coherence.detect_events(now() - interval ''48 hours'', now());';
+    END IF;
+    RETURN QUERY
+    WITH samples AS (
+        SELECT m.host, m.metric_name AS metric, m."timestamp" AS ts, m.value
+          FROM coherence.metrics m
+         WHERE m."timestamp" >= since AND m."timestamp" < until
+        UNION ALL
+        SELECT e.host, e.metric, e.ts, e.value::double precision
+          FROM coherence.signal_events e
+         WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
+           AND e.ts >= since AND e.ts < until
+    ), series AS (
+        SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v,
+               CASE WHEN coherence.metric_capacity(s.metric) IS NOT NULL THEN '%' ELSE '' END AS unit
+          FROM samples s
+         GROUP BY s.host, s.metric
+    ), events AS (
+        SELECT s.host, s.metric, 'robust'::text AS detector, e.kind, e.started_at, e.ended_at,
+               e.peak_at, e.peak_value, e.baseline, e.score, e.risk,
+               format('%s:%s → %s %s%s at %s (baseline %s%s, %s robust σ%s)',
+                      s.host, s.metric,
+                      CASE e.kind WHEN 'spike' THEN 'spike to' WHEN 'drop' THEN 'drop to'
+                                  WHEN 'level_shift_up' THEN 'level shift up to'
+                                  ELSE 'level shift down to' END,
+                      round(e.peak_value::numeric, 2), s.unit,
+                      to_char(e.peak_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
+                      round(e.baseline::numeric, 2), s.unit, round(abs(e.score)::numeric, 1),
+                      CASE WHEN e.points > 1
+                           THEN format(', %s points until %s', e.points,
+                                       to_char(e.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
+                           ELSE '' END) AS summary
+          FROM series s
+         CROSS JOIN LATERAL coherence.series_events(s.ts, s.v) e
+        UNION ALL
+        SELECT s.host, s.metric, 'trend', 'leak', t.started_at, t.ended_at, t.ended_at,
+               t.fitted_end, t.fitted_start, t.mk_z, t.risk,
+               format('%s:%s → leak pattern: %s%s → %s%s (+%s%%, R² %s)%s',
+                      s.host, s.metric, round(t.fitted_start::numeric, 2), s.unit,
+                      round(t.fitted_end::numeric, 2), s.unit, round(t.pct_change::numeric),
+                      round(t.r2::numeric, 2),
+                      CASE WHEN t.exhaustion_at IS NOT NULL
+                           THEN format(', full at %s', to_char(t.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
+                           ELSE '' END)
+          FROM series s
+         CROSS JOIN LATERAL coherence.series_trend_event(s.ts, s.v, coherence.metric_capacity(s.metric)) t
+    )
+    SELECT * FROM events ev
+     ORDER BY ev.started_at, ev.host, ev.metric, ev.detector;
+END
+$fn$;
+
+COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz) IS
+    'Localized anomaly events for every series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: robust spikes, drops and level shifts (both directions), and significant leak-like trends with time to exhaustion. E.g. SELECT summary FROM coherence.detect_events(now() - interval ''48 hours'', now()) WHERE risk >= 0.8;';

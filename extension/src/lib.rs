@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 
 mod aggregates;
 mod errors;
+mod events;
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 

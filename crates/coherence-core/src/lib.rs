@@ -8,6 +8,7 @@
 //! Timestamps are `i64` microseconds since the Unix epoch throughout.
 
 pub mod detect;
+pub mod events;
 pub mod rng;
 pub mod sim;
 
