@@ -28,7 +28,10 @@ build: ## Build the ingestor (release)
 	$(CARGO) build --release --locked -p coherence-ingest
 
 install: setup ## Build and install the extension into PostgreSQL 15
-	cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG) | grep -vE '^\s*(Copying|Writing|Discovered)' || true
+	@mkdir -p target
+	@echo "install: building and installing the coherence extension (log: target/pgrx-install.log)"
+	@cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG) > ../target/pgrx-install.log 2>&1 \
+	  || { cat ../target/pgrx-install.log >&2; echo "install: failed" >&2; exit 1; }
 	@test -f "$$($(PG_CONFIG) --sharedir)/extension/coherence.control" || { echo "install failed" >&2; exit 1; }
 
 start: ## Start the local cluster (no-op with DATABASE_URL)
@@ -44,7 +47,7 @@ db: install start ## Create the database and extensions if missing
 	@if [ -z "$${DATABASE_URL:-}" ]; then \
 	  psql -X -q "$$(scripts/pg.sh url postgres)" -tAc "SELECT 1 FROM pg_database WHERE datname = 'coherence'" | grep -q 1 \
 	    || psql -X -q "$$(scripts/pg.sh url postgres)" -c "CREATE DATABASE coherence"; \
-	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION IF NOT EXISTS pg_cron"; \
+	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS pg_cron"; \
 	fi
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS coherence"
 
@@ -53,7 +56,8 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 	  echo "demo: recreating the coherence extension in the local demo database"; \
 	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; DROP EXTENSION IF EXISTS coherence CASCADE; CREATE EXTENSION coherence"; \
 	fi
-	DATABASE_URL="$(URL)" $(INGEST) simulate
+	@DATABASE_URL="$(URL)" $(INGEST) simulate
+	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -tAc "SELECT 'run_detection: ' || coherence.run_detection()::text"
 	@$(MAKE) --no-print-directory report
 	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."
 

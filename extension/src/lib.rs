@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod aggregates;
+mod correlate;
 mod errors;
 mod events;
 
@@ -20,7 +21,17 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
-extension_sql_file!("../../sql/functions.sql", name = "functions", finalize);
+extension_sql_file!(
+    "../../sql/functions.sql",
+    name = "functions",
+    requires = [
+        "aggregates",
+        version,
+        events::series_events,
+        events::series_trend_event
+    ]
+);
+extension_sql_file!("../../sql/incidents.sql", name = "incidents", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -7,6 +7,7 @@
 //!
 //! Timestamps are `i64` microseconds since the Unix epoch throughout.
 
+pub mod correlate;
 pub mod detect;
 pub mod events;
 pub mod rng;

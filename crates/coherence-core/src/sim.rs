@@ -4,9 +4,9 @@
 //! in percent):
 //! * `host-healthy`: steady CPU (~30%, daily wave, constant noise), flat memory and disk.
 //! * `host-stressed`: CPU noise whose σ doubles over the run (variance ~4×), ~45 CPU spikes
-//!   (75–95%) in the second half with the largest (94.98%) just before the error burst, a
+//!   (75–95%) in the second half with the largest (94.98%) three minutes before the error burst, a
 //!   memory leak from ~38% to ~88% (+130%), disk creeping up ~10%, and a burst of 13 error
-//!   events five minutes after the CPU peak.
+//!   events three minutes after the CPU peak.
 //!
 //! With more than two hosts, hosts alternate between the two profiles (`host-0003`, ...).
 //! Every series has its own random stream derived from (seed, host, metric), so rows do not
@@ -119,9 +119,9 @@ impl SimConfig {
         at - at.rem_euclid(60 * USEC_PER_SEC)
     }
 
-    /// Peak resource pressure (the largest CPU spike): five minutes before the error burst.
+    /// Peak resource pressure (the largest CPU spike): three minutes before the error burst.
     pub fn peak_us(&self) -> i64 {
-        self.burst_us() - 5 * 60 * USEC_PER_SEC
+        self.burst_us() - 3 * 60 * USEC_PER_SEC
     }
 
     fn stream(&self, host: &str, what: &str) -> Rng {
@@ -161,7 +161,7 @@ impl SimConfig {
                 let i = half + rng.below((peak_idx.saturating_sub(half)).max(1));
                 spikes.push((i, rng.range(75.0, 93.0)));
             }
-            spikes.push((peak_idx.saturating_sub(1), 94.98));
+            spikes.push((peak_idx, 94.98));
             spikes.sort_by_key(|s| s.0);
         }
 
@@ -205,7 +205,7 @@ impl SimConfig {
     }
 
     /// Signal events of one host: a few routine info/warn events for every host, and for a
-    /// stressed host a burst of 13 errors starting five minutes after peak CPU.
+    /// stressed host a burst of 13 errors starting three minutes after peak CPU.
     pub fn events(&self, host_idx: u32) -> Vec<Event> {
         let host = self.host_name(host_idx);
         let mut rng = self.stream(&host, "events");

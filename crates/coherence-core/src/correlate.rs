@@ -1,0 +1,722 @@
+//! Incident correlation: the seed's Sprint 3 temporal correlator, causal graph, hypotheses and
+//! narrative.
+//!
+//! Input: a host's signals: error events (points in time) and anomaly events (start, peak, end)
+//! from the detectors. Output: incidents.
+//!
+//! **Grouping.** Errors and *short* anomalies (spikes, drops, level-shift onsets: the part of an
+//! anomaly within `tolerance` of its start) on the same host are linked when they are at most
+//! `tolerance` apart (default ±5 minutes); linked signals form a group (single linkage, so
+//! overlapping groups merge). A group is an incident when it has at least one error and either
+//! an anomaly or at least `min_errors` errors (default 3). *Long* anomalies (leak trends,
+//! sustained level shifts) do not link groups — a 48-hour leak would otherwise join every error
+//! of two days — but are attached as context to each incident they are active during.
+//!
+//! **Causal graph.** Nodes: the error burst (time of the first error) and each member anomaly
+//! (its start). An edge `A → B` ("A precedes B") for every pair with `A` earlier, with
+//! `lag = t(B) − t(A)` and `strength = risk(A) · tolerance / (tolerance + lag)` for short
+//! signals (close in time is stronger); a context anomaly's edges have `strength = 0.5 · risk`.
+//!
+//! **Hypotheses** (ranked by confidence; only anomalies that start at or before the first error
+//! count as causes, ones within a minute after it (one sample) as concurrent at 0.7× weight,
+//! later ones are effects):
+//! * `resource exhaustion`: rising anomalies (spike, level shift up, leak) on resource metrics
+//!   (cpu, memory, disk, and metrics with a capacity) before the errors:
+//!   `1 − Π(1 − w·risk)` over them, where `w` is 1 for short anomalies and 0.8 for context;
+//! * `memory leak`: a leak trend on a memory metric active during the incident: `0.8 · risk`;
+//! * `disk filling`: a leak trend on a disk metric: `0.8 · risk`;
+//! * `traffic surge`: a rising anomaly on a traffic metric (requests, rps, qps, traffic,
+//!   connections, throughput) before the errors: its `w·risk`;
+//! * `undetermined`: `1 − max(others)`, listed always; it ranks first when nothing else
+//!   reaches 0.5, and the narrative then says so instead of guessing.
+//!
+//! **Risk** of an incident: `1 − (1 − min(1, errors / 10)) · (1 − max anomaly risk)`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Signal {
+    /// Stable id, e.g. `anomaly:42` or `error:<uuid>`.
+    pub id: String,
+    pub host: String,
+    /// `error` or `anomaly`.
+    pub kind: String,
+    #[serde(default)]
+    pub metric: String,
+    /// Detector kind for anomalies (spike, drop, level_shift_up, level_shift_down, leak).
+    #[serde(default)]
+    pub anomaly_kind: String,
+    /// Unix µs.
+    pub start: i64,
+    pub end: i64,
+    #[serde(default)]
+    pub peak_at: i64,
+    #[serde(default)]
+    pub peak_value: f64,
+    #[serde(default)]
+    pub risk: f64,
+    /// Baseline: for leak trends, the fitted value at `start` (with `peak_value` the fitted
+    /// value at `end`), used when no sample is at hand for the narrative.
+    #[serde(default)]
+    pub baseline: Option<f64>,
+    /// Display unit ("%" for percent metrics).
+    #[serde(default)]
+    pub unit: String,
+}
+
+/// A metric sample the SQL side looked up for narratives (the value of a context metric at or
+/// before an error).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub host: String,
+    pub metric: String,
+    pub ts: i64,
+    pub value: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Edge {
+    pub cause: String,
+    pub effect: String,
+    pub lag_secs: f64,
+    pub strength: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Hypothesis {
+    pub cause: String,
+    pub confidence: f64,
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Incident {
+    pub host: String,
+    pub opened_at: i64,
+    pub first_error_at: i64,
+    pub last_signal_at: i64,
+    pub error_count: u64,
+    pub signal_ids: Vec<String>,
+    pub context_ids: Vec<String>,
+    pub edges: Vec<Edge>,
+    pub hypotheses: Vec<Hypothesis>,
+    pub risk: f64,
+    pub narrative: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CorrelateParams {
+    pub tolerance_us: i64,
+    pub min_errors: u64,
+}
+
+impl Default for CorrelateParams {
+    fn default() -> Self {
+        CorrelateParams {
+            tolerance_us: 5 * 60 * 1_000_000,
+            min_errors: 3,
+        }
+    }
+}
+
+fn is_resource(metric: &str, unit: &str) -> bool {
+    let m = metric.to_ascii_lowercase();
+    unit == "%"
+        || ["cpu", "mem", "disk", "load", "swap", "inode", "fd"]
+            .iter()
+            .any(|k| m.contains(k))
+}
+
+fn is_memory(metric: &str) -> bool {
+    let m = metric.to_ascii_lowercase();
+    m.contains("mem") || m.contains("heap") || m.contains("rss")
+}
+
+fn is_disk(metric: &str) -> bool {
+    let m = metric.to_ascii_lowercase();
+    m.contains("disk") || m.contains("fs") || m.contains("volume") || m.contains("inode")
+}
+
+fn is_traffic(metric: &str) -> bool {
+    let m = metric.to_ascii_lowercase();
+    [
+        "request",
+        "rps",
+        "qps",
+        "traffic",
+        "connection",
+        "throughput",
+        "hits",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+fn rising(kind: &str) -> bool {
+    matches!(kind, "spike" | "level_shift_up" | "leak")
+}
+
+/// Display name of a metric in narratives: CPU, Memory, Disk, else as given.
+pub fn metric_label(metric: &str) -> String {
+    match metric.to_ascii_lowercase().as_str() {
+        "cpu" => "CPU".into(),
+        "memory" | "mem" => "Memory".into(),
+        "disk" => "Disk".into(),
+        _ => metric.to_string(),
+    }
+}
+
+/// Formats a value with two decimals and the unit.
+fn val(v: f64, unit: &str) -> String {
+    format!("{v:.2}{unit}")
+}
+
+/// Correlates signals (any hosts, any order) into incidents, ordered by host and time.
+/// `samples` give context metrics' values for narratives ("Memory at 87.61%").
+pub fn correlate(signals: &[Signal], samples: &[Sample], p: &CorrelateParams) -> Vec<Incident> {
+    let tol = p.tolerance_us;
+    let mut hosts: Vec<&str> = signals.iter().map(|s| s.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut out = Vec::new();
+    for host in hosts {
+        let mine: Vec<&Signal> = signals.iter().filter(|s| s.host == host).collect();
+        let is_long = |s: &Signal| {
+            s.kind == "anomaly" && (s.anomaly_kind == "leak" || s.end - s.start > 12 * tol)
+        };
+        let mut short: Vec<&Signal> = mine.iter().copied().filter(|s| !is_long(s)).collect();
+        let long: Vec<&Signal> = mine.iter().copied().filter(|s| is_long(s)).collect();
+        short.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
+        // Single-linkage grouping on [start, end] with the tolerance.
+        let mut groups: Vec<Vec<&Signal>> = Vec::new();
+        let mut group_end = i64::MIN;
+        for s in short {
+            match groups.last_mut() {
+                Some(g) if s.start <= group_end.saturating_add(tol) => {
+                    g.push(s);
+                    group_end = group_end.max(s.end);
+                }
+                _ => {
+                    groups.push(vec![s]);
+                    group_end = s.end;
+                }
+            }
+        }
+        for g in groups {
+            let errors: Vec<&Signal> = g.iter().copied().filter(|s| s.kind == "error").collect();
+            let anomalies: Vec<&Signal> =
+                g.iter().copied().filter(|s| s.kind == "anomaly").collect();
+            let n_err = errors.len() as u64;
+            if n_err == 0 || (anomalies.is_empty() && n_err < p.min_errors) {
+                continue;
+            }
+            let first = g.iter().map(|s| s.start).min().unwrap();
+            let last = g.iter().map(|s| s.end.max(s.start)).max().unwrap();
+            let first_err = errors.iter().map(|s| s.start).min().unwrap();
+            let context: Vec<&Signal> = long
+                .iter()
+                .copied()
+                .filter(|s| s.start <= last + tol && s.end >= first - tol)
+                .collect();
+            out.push(build(
+                host, &errors, &anomalies, &context, samples, first, first_err, last, tol,
+            ));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    host: &str,
+    errors: &[&Signal],
+    anomalies: &[&Signal],
+    context: &[&Signal],
+    samples: &[Sample],
+    opened_at: i64,
+    first_err: i64,
+    last: i64,
+    tol: i64,
+) -> Incident {
+    let n_err = errors.len() as u64;
+    // Causal graph nodes: (id, time, risk, is_context).
+    let burst_id = format!("errors:{host}:{first_err}");
+    let mut nodes: Vec<(String, i64, f64, bool)> = vec![(
+        burst_id.clone(),
+        first_err,
+        (n_err as f64 / 10.0).min(1.0),
+        false,
+    )];
+    for a in anomalies {
+        nodes.push((a.id.clone(), a.start, a.risk, false));
+    }
+    for c in context {
+        nodes.push((c.id.clone(), c.start, c.risk, true));
+    }
+    nodes.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut edges = Vec::new();
+    for (i, a) in nodes.iter().enumerate() {
+        for b in nodes.iter().skip(i + 1) {
+            if b.1 <= a.1 {
+                continue; // same time: no precedence
+            }
+            let lag = b.1 - a.1;
+            let strength = if a.3 {
+                0.5 * a.2
+            } else {
+                a.2 * tol as f64 / (tol + lag) as f64
+            };
+            edges.push(Edge {
+                cause: a.0.clone(),
+                effect: b.0.clone(),
+                lag_secs: lag as f64 / 1e6,
+                strength: (strength * 1e6).round() / 1e6,
+            });
+        }
+    }
+
+    // Hypotheses from precedence and evidence.
+    let weight = |s: &Signal, ctx: bool| -> f64 {
+        let w = if ctx { 0.8 } else { 1.0 };
+        if s.start <= first_err {
+            w
+        } else if s.start <= first_err + tol.min(60_000_000) {
+            0.7 * w // within a minute (one sample) of the first error: concurrent
+        } else {
+            0.0 // after the errors began: an effect, not a cause
+        }
+    };
+    let mut resource_miss = 1.0;
+    let mut resource_ev = Vec::new();
+    let mut traffic = 0.0f64;
+    let mut traffic_ev = String::new();
+    for (s, ctx) in anomalies
+        .iter()
+        .map(|s| (*s, false))
+        .chain(context.iter().map(|s| (*s, true)))
+    {
+        if !rising(&s.anomaly_kind) {
+            continue;
+        }
+        let w = weight(s, ctx);
+        if w == 0.0 {
+            continue;
+        }
+        if is_resource(&s.metric, &s.unit) {
+            resource_miss *= 1.0 - (w * s.risk).clamp(0.0, 1.0);
+            resource_ev.push(format!(
+                "{} {} (risk {:.2})",
+                s.metric, s.anomaly_kind, s.risk
+            ));
+        }
+        if is_traffic(&s.metric) && w * s.risk > traffic {
+            traffic = w * s.risk;
+            traffic_ev = format!(
+                "{} {} before the errors (risk {:.2})",
+                s.metric, s.anomaly_kind, s.risk
+            );
+        }
+    }
+    let mut hyps = Vec::new();
+    let resource = 1.0 - resource_miss;
+    if resource > 0.0 {
+        hyps.push(Hypothesis {
+            cause: "resource exhaustion".into(),
+            confidence: resource,
+            evidence: format!(
+                "rising resource anomalies at or before the first error: {}",
+                resource_ev.join(", ")
+            ),
+        });
+    }
+    for (cause, pred) in [
+        ("memory leak", is_memory as fn(&str) -> bool),
+        ("disk filling", is_disk),
+    ] {
+        if let Some(best) = context
+            .iter()
+            .filter(|c| c.anomaly_kind == "leak" && pred(&c.metric))
+            .max_by(|a, b| a.risk.total_cmp(&b.risk))
+        {
+            hyps.push(Hypothesis {
+                cause: cause.into(),
+                confidence: 0.8 * best.risk,
+                evidence: format!(
+                    "{} leak trend active during the incident (risk {:.2})",
+                    best.metric, best.risk
+                ),
+            });
+        }
+    }
+    if traffic > 0.0 {
+        hyps.push(Hypothesis {
+            cause: "traffic surge".into(),
+            confidence: traffic,
+            evidence: traffic_ev,
+        });
+    }
+    let best_other = hyps.iter().map(|h| h.confidence).fold(0.0, f64::max);
+    hyps.push(Hypothesis {
+        cause: "undetermined".into(),
+        confidence: 1.0 - best_other,
+        evidence: if best_other >= 0.5 {
+            "other hypotheses are supported".into()
+        } else {
+            "no resource or traffic anomaly preceded the errors".into()
+        },
+    });
+    for h in &mut hyps {
+        h.confidence = (h.confidence.clamp(0.0, 1.0) * 1e4).round() / 1e4;
+    }
+    hyps.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.cause.cmp(&b.cause))
+    });
+
+    let max_anom = anomalies
+        .iter()
+        .chain(context.iter())
+        .map(|s| s.risk)
+        .fold(0.0, f64::max);
+    let risk = 1.0 - (1.0 - (n_err as f64 / 10.0).min(1.0)) * (1.0 - max_anom.clamp(0.0, 1.0));
+
+    // Narrative in the seed's form.
+    let mut lines = vec![format!(
+        "At {}, {host} experienced:",
+        crate::format_utc_minute(first_err)
+    )];
+    lines.push(format!(
+        "- {n_err} error event{}",
+        if n_err == 1 { "" } else { "s" }
+    ));
+    let mut sorted: Vec<&&Signal> = anomalies.iter().collect();
+    sorted.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.start.cmp(&b.start)));
+    let mut seen = std::collections::HashSet::new();
+    for a in sorted {
+        // One line per metric and kind: the strongest.
+        if !seen.insert((a.metric.clone(), a.anomaly_kind.clone())) {
+            continue;
+        }
+        let what = match a.anomaly_kind.as_str() {
+            "spike" => "spike to",
+            "drop" => "drop to",
+            "level_shift_up" => "level shift up to",
+            "level_shift_down" => "level shift down to",
+            _ => "anomaly at",
+        };
+        lines.push(format!(
+            "- {} {what} {}",
+            metric_label(&a.metric),
+            val(a.peak_value, &a.unit)
+        ));
+    }
+    for c in context {
+        // The latest sample at or before the first error; else the fitted line there.
+        let v = samples
+            .iter()
+            .filter(|x| x.host == host && x.metric == c.metric && x.ts <= first_err)
+            .max_by_key(|x| x.ts)
+            .map(|x| x.value)
+            .unwrap_or_else(|| match c.baseline {
+                Some(b) if c.end > c.start => {
+                    let f =
+                        ((first_err - c.start) as f64 / (c.end - c.start) as f64).clamp(0.0, 1.0);
+                    b + f * (c.peak_value - b)
+                }
+                _ => c.peak_value,
+            });
+        let note = if c.anomaly_kind == "leak" {
+            "leak progression"
+        } else {
+            "sustained shift"
+        };
+        lines.push(format!(
+            "- {} at {} ({note})",
+            metric_label(&c.metric),
+            val(v, &c.unit)
+        ));
+    }
+    let top = &hyps[0];
+    lines.push(match top.cause.as_str() {
+        "resource exhaustion" => "Hypothesis: Error burst caused by resource exhaustion.".into(),
+        "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
+        "disk filling" => "Hypothesis: Error burst caused by a filling disk.".into(),
+        "traffic surge" => "Hypothesis: Error burst caused by a traffic surge.".into(),
+        _ => {
+            "Hypothesis: undetermined (no resource or traffic anomaly preceded the errors).".into()
+        }
+    });
+
+    let mut signal_ids: Vec<String> = errors
+        .iter()
+        .chain(anomalies.iter())
+        .map(|s| s.id.clone())
+        .collect();
+    signal_ids.sort();
+    let mut context_ids: Vec<String> = context.iter().map(|s| s.id.clone()).collect();
+    context_ids.sort();
+    Incident {
+        host: host.to_string(),
+        opened_at,
+        first_error_at: first_err,
+        last_signal_at: last,
+        error_count: n_err,
+        signal_ids,
+        context_ids,
+        edges,
+        hypotheses: hyps,
+        risk: (risk * 1e4).round() / 1e4,
+        narrative: lines.join("\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const MIN: i64 = 60_000_000;
+    /// 2025-12-13 04:10 UTC
+    const T: i64 = 1_765_599_000_000_000;
+
+    fn err(id: u32, host: &str, t: i64) -> Signal {
+        Signal {
+            id: format!("error:{id}"),
+            host: host.into(),
+            kind: "error".into(),
+            metric: "error".into(),
+            anomaly_kind: String::new(),
+            start: t,
+            end: t,
+            peak_at: t,
+            peak_value: 0.0,
+            risk: 0.0,
+            baseline: None,
+            unit: String::new(),
+        }
+    }
+
+    fn anom(
+        id: u32,
+        host: &str,
+        metric: &str,
+        kind: &str,
+        start: i64,
+        end: i64,
+        peak: f64,
+        risk: f64,
+    ) -> Signal {
+        Signal {
+            id: format!("anomaly:{id}"),
+            host: host.into(),
+            kind: "anomaly".into(),
+            metric: metric.into(),
+            anomaly_kind: kind.into(),
+            start,
+            end,
+            peak_at: start,
+            peak_value: peak,
+            risk,
+            baseline: None,
+            unit: "%".into(),
+        }
+    }
+
+    fn scenario() -> Vec<Signal> {
+        let mut s: Vec<Signal> = (0..13)
+            .map(|i| err(i, "host-stressed", T + i as i64 * 15_000_000))
+            .collect();
+        s.push(anom(
+            100,
+            "host-stressed",
+            "cpu",
+            "spike",
+            T - 3 * MIN,
+            T - 3 * MIN,
+            94.98,
+            0.69,
+        ));
+        let mut leak = anom(
+            101,
+            "host-stressed",
+            "memory",
+            "leak",
+            T - 44 * 60 * MIN,
+            T + 110 * MIN,
+            87.95,
+            1.0,
+        );
+        leak.baseline = Some(38.05);
+        s.push(leak);
+        // An earlier CPU spike far from any error, and a healthy host with no errors.
+        s.push(anom(
+            102,
+            "host-stressed",
+            "cpu",
+            "spike",
+            T - 300 * MIN,
+            T - 300 * MIN,
+            90.0,
+            0.6,
+        ));
+        s.push(anom(103, "host-healthy", "cpu", "spike", T, T, 50.0, 0.55));
+        s
+    }
+
+    fn samples() -> Vec<Sample> {
+        let m = |ts: i64, value: f64| Sample {
+            host: "host-stressed".into(),
+            metric: "memory".into(),
+            ts,
+            value,
+        };
+        vec![m(T - 2 * MIN, 87.5), m(T - MIN, 87.61), m(T + MIN, 87.7)]
+    }
+
+    #[test]
+    #[test]
+    fn seed_narrative() {
+        let inc = correlate(&scenario(), &samples(), &CorrelateParams::default());
+        assert_eq!(inc.len(), 1, "{inc:#?}");
+        let i = &inc[0];
+        assert_eq!(i.host, "host-stressed");
+        assert_eq!(i.error_count, 13);
+        assert_eq!(i.opened_at, T - 3 * MIN);
+        assert_eq!(i.first_error_at, T);
+        assert_eq!(
+            i.narrative,
+            "At 2025-12-13 04:10 UTC, host-stressed experienced:\n- 13 error events\n- CPU spike to 94.98%\n\
+             - Memory at 87.61% (leak progression)\nHypothesis: Error burst caused by resource exhaustion."
+        );
+        assert_eq!(i.hypotheses[0].cause, "resource exhaustion");
+        // 1 − (1 − 0.69)(1 − 0.8) = 0.938
+        assert!(
+            (i.hypotheses[0].confidence - 0.938).abs() < 1e-9,
+            "{:?}",
+            i.hypotheses
+        );
+        assert_eq!(i.hypotheses[1].cause, "memory leak");
+        assert_eq!(i.risk, 1.0);
+        assert!(i.context_ids.contains(&"anomaly:101".to_string()));
+        assert!(!i.signal_ids.contains(&"anomaly:102".to_string()));
+    }
+
+    #[test]
+    fn causal_graph_precedence() {
+        let i = &correlate(&scenario(), &samples(), &CorrelateParams::default())[0];
+        let e = i
+            .edges
+            .iter()
+            .find(|e| e.cause == "anomaly:100")
+            .expect("cpu → errors");
+        assert_eq!(e.effect, format!("errors:host-stressed:{T}"));
+        assert_eq!(e.lag_secs, 180.0);
+        // 0.69 · 5 / (5 + 3)
+        assert!((e.strength - 0.69 * 5.0 / 8.0).abs() < 1e-6);
+        // The leak started first: it precedes both, with context strength 0.5.
+        assert!(i
+            .edges
+            .iter()
+            .any(|e| e.cause == "anomaly:101" && e.effect == "anomaly:100" && e.strength == 0.5));
+        // No edge points backwards in time.
+        assert!(i.edges.iter().all(|e| e.lag_secs > 0.0));
+    }
+
+    #[test]
+    fn grouping_rules() {
+        let p = CorrelateParams::default();
+        // Two errors alone: below min_errors, no incident; three: an undetermined incident.
+        let two = vec![err(1, "h", T), err(2, "h", T + MIN)];
+        assert!(correlate(&two, &[], &p).is_empty());
+        let three = vec![
+            err(1, "h", T),
+            err(2, "h", T + MIN),
+            err(3, "h", T + 2 * MIN),
+        ];
+        let i = correlate(&three, &[], &p);
+        assert_eq!(i.len(), 1);
+        assert_eq!(i[0].hypotheses[0].cause, "undetermined");
+        assert!(i[0].narrative.ends_with(
+            "Hypothesis: undetermined (no resource or traffic anomaly preceded the errors)."
+        ));
+        // Errors 6 minutes apart are separate groups; a spike between them bridges (merge).
+        let apart = vec![err(1, "h", T), err(2, "h", T + 6 * MIN)];
+        assert!(correlate(&apart, &[], &p).is_empty());
+        let mut bridged = apart.clone();
+        bridged.push(anom(
+            9,
+            "h",
+            "cpu",
+            "spike",
+            T + 3 * MIN,
+            T + 3 * MIN,
+            99.0,
+            0.9,
+        ));
+        let i = correlate(&bridged, &[], &p);
+        assert_eq!(i.len(), 1);
+        assert_eq!(i[0].error_count, 2);
+        // An anomaly after the errors is an effect, not a cause.
+        let after = vec![
+            err(1, "h", T),
+            anom(9, "h", "cpu", "spike", T + 4 * MIN, T + 4 * MIN, 99.0, 0.9),
+        ];
+        let i = correlate(&after, &[], &p);
+        assert_eq!(i[0].hypotheses[0].cause, "undetermined");
+        // Traffic surge before errors.
+        let mut t = vec![err(1, "h", T)];
+        let mut a = anom(
+            9,
+            "h",
+            "requests",
+            "level_shift_up",
+            T - 2 * MIN,
+            T + 10 * MIN,
+            5000.0,
+            0.9,
+        );
+        a.unit = String::new();
+        t.push(a);
+        assert_eq!(
+            correlate(&t, &[], &p)[0].hypotheses[0].cause,
+            "traffic surge"
+        );
+        // Tolerance is configurable.
+        let wide = CorrelateParams {
+            tolerance_us: 10 * MIN,
+            ..p
+        };
+        assert_eq!(
+            correlate(
+                &bridged[..2],
+                &[],
+                &CorrelateParams {
+                    min_errors: 2,
+                    ..wide
+                }
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn order_independent_and_json_round_trip() {
+        let mut s = scenario();
+        let a = correlate(&s, &samples(), &CorrelateParams::default());
+        s.reverse();
+        assert_eq!(a, correlate(&s, &samples(), &CorrelateParams::default()));
+        // Without samples the narrative uses the fitted leak line at the first error.
+        let fitted = correlate(&s, &[], &CorrelateParams::default());
+        assert!(
+            fitted[0]
+                .narrative
+                .contains("- Memory at 85.95% (leak progression)"),
+            "{}",
+            fitted[0].narrative
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Vec<Signal> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert!(correlate(&[], &[], &CorrelateParams::default()).is_empty());
+    }
+}

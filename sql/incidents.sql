@@ -1,0 +1,462 @@
+-- Incident correlation: persisted anomalies, incidents with causal graph, hypotheses and
+-- narrative, the pg_cron job coherence.run_detection(), views for BI tools, a read-only role.
+
+CREATE TABLE coherence.anomalies (
+    id          bigserial PRIMARY KEY,
+    host        text NOT NULL,
+    metric      text NOT NULL,
+    detector    text NOT NULL,
+    kind        text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz NOT NULL,
+    peak_at     timestamptz NOT NULL,
+    peak_value  double precision,
+    baseline    double precision,
+    score       double precision,
+    risk        double precision NOT NULL CHECK (risk BETWEEN 0 AND 1),
+    summary     text NOT NULL,
+    detected_at timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT anomalies_event_key UNIQUE (host, metric, detector, started_at)
+);
+CREATE INDEX anomalies_host_time_idx ON coherence.anomalies (host, started_at, ended_at);
+COMMENT ON TABLE coherence.anomalies IS
+    'Anomaly events persisted by coherence.run_detection() from coherence.detect_events(); one row per (host, metric, detector, started_at), updated in place when the event grows.';
+COMMENT ON COLUMN coherence.anomalies.id IS 'Anomaly id (referenced as anomaly:<id> in incident signals and edges).';
+COMMENT ON COLUMN coherence.anomalies.host IS 'Host of the series.';
+COMMENT ON COLUMN coherence.anomalies.metric IS 'Metric of the series.';
+COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts) or trend (leaks).';
+COMMENT ON COLUMN coherence.anomalies.kind IS 'spike, drop, level_shift_up, level_shift_down or leak.';
+COMMENT ON COLUMN coherence.anomalies.started_at IS 'First anomalous sample.';
+COMMENT ON COLUMN coherence.anomalies.ended_at IS 'Last anomalous sample.';
+COMMENT ON COLUMN coherence.anomalies.peak_at IS 'Most anomalous sample (for leaks: the last).';
+COMMENT ON COLUMN coherence.anomalies.peak_value IS 'Value at the peak (for leaks: the fitted end).';
+COMMENT ON COLUMN coherence.anomalies.baseline IS 'Baseline at the peak (for leaks: the fitted start).';
+COMMENT ON COLUMN coherence.anomalies.score IS 'Robust z-score at the peak (for leaks: Mann-Kendall z).';
+COMMENT ON COLUMN coherence.anomalies.risk IS 'Risk in [0, 1].';
+COMMENT ON COLUMN coherence.anomalies.summary IS 'One-line verdict.';
+COMMENT ON COLUMN coherence.anomalies.detected_at IS 'When the event was first persisted.';
+COMMENT ON COLUMN coherence.anomalies.updated_at IS 'When the event last changed.';
+
+CREATE TABLE coherence.incidents (
+    id             bigserial PRIMARY KEY,
+    host           text NOT NULL,
+    status         text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'merged')),
+    opened_at      timestamptz NOT NULL,
+    first_error_at timestamptz NOT NULL,
+    last_signal_at timestamptz NOT NULL,
+    resolved_at    timestamptz,
+    merged_into    bigint REFERENCES coherence.incidents (id),
+    error_count    integer NOT NULL,
+    risk           double precision NOT NULL CHECK (risk BETWEEN 0 AND 1),
+    hypothesis     text NOT NULL,
+    confidence     double precision NOT NULL,
+    hypotheses     jsonb NOT NULL,
+    narrative      text NOT NULL,
+    signals        jsonb NOT NULL,
+    context        jsonb NOT NULL,
+    graph          jsonb NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX incidents_host_time_idx ON coherence.incidents (host, opened_at, last_signal_at);
+CREATE INDEX incidents_open_idx ON coherence.incidents (risk DESC) WHERE status = 'open';
+COMMENT ON TABLE coherence.incidents IS
+    'Incident history: error events and anomalies on one host within the tolerance, one row per incident, updated in place as it grows; merged incidents point to the one they joined.';
+COMMENT ON COLUMN coherence.incidents.id IS 'Incident id (the PagerDuty dedup key).';
+COMMENT ON COLUMN coherence.incidents.host IS 'Host.';
+COMMENT ON COLUMN coherence.incidents.status IS 'open; resolved (no new signal for close_after of data time); merged (joined another incident, see merged_into).';
+COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
+COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ...").';
+COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
+COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
+COMMENT ON COLUMN coherence.incidents.merged_into IS 'For merged incidents, the incident that absorbed it.';
+COMMENT ON COLUMN coherence.incidents.error_count IS 'Error events in the burst.';
+COMMENT ON COLUMN coherence.incidents.risk IS 'Risk in [0, 1] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge or undetermined.';
+COMMENT ON COLUMN coherence.incidents.confidence IS 'Confidence of the top hypothesis in [0, 1].';
+COMMENT ON COLUMN coherence.incidents.hypotheses IS 'All hypotheses, ranked: [{cause, confidence, evidence}].';
+COMMENT ON COLUMN coherence.incidents.narrative IS 'Narrative in the seed''s form.';
+COMMENT ON COLUMN coherence.incidents.signals IS 'Member signal ids: anomaly:<id>, error:<signal_events.id>.';
+COMMENT ON COLUMN coherence.incidents.context IS 'Context anomalies (leaks, sustained shifts) active during the incident.';
+COMMENT ON COLUMN coherence.incidents.graph IS 'Causal graph edges as jsonb; also in coherence.incident_edges.';
+COMMENT ON COLUMN coherence.incidents.created_at IS 'When the incident was first recorded.';
+COMMENT ON COLUMN coherence.incidents.updated_at IS 'When it last changed.';
+
+CREATE TABLE coherence.incident_edges (
+    incident_id bigint NOT NULL REFERENCES coherence.incidents (id) ON DELETE CASCADE,
+    cause       text NOT NULL,
+    effect      text NOT NULL,
+    lag         interval NOT NULL,
+    strength    double precision NOT NULL,
+    PRIMARY KEY (incident_id, cause, effect)
+);
+COMMENT ON TABLE coherence.incident_edges IS
+    'Causal graph: "cause precedes effect" edges between an incident''s signals with the lag and a strength in [0, 1].';
+COMMENT ON COLUMN coherence.incident_edges.incident_id IS 'Incident.';
+COMMENT ON COLUMN coherence.incident_edges.cause IS 'Earlier signal: anomaly:<id> or errors:<host>:<first error µs>.';
+COMMENT ON COLUMN coherence.incident_edges.effect IS 'Later signal.';
+COMMENT ON COLUMN coherence.incident_edges.lag IS 'Time from cause to effect.';
+COMMENT ON COLUMN coherence.incident_edges.strength IS 'risk(cause) · tolerance / (tolerance + lag); 0.5 · risk for context anomalies.';
+
+CREATE TABLE coherence.detection_runs (
+    id                 bigserial PRIMARY KEY,
+    started_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at        timestamptz,
+    watermark          timestamptz,
+    since              timestamptz,
+    until              timestamptz,
+    anomalies_changed  integer NOT NULL DEFAULT 0,
+    incidents_opened   integer NOT NULL DEFAULT 0,
+    incidents_updated  integer NOT NULL DEFAULT 0,
+    incidents_resolved integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE coherence.detection_runs IS
+    'One row per coherence.run_detection() call: the data range analysed and what changed; the latest watermark makes the next run incremental.';
+COMMENT ON COLUMN coherence.detection_runs.id IS 'Run id.';
+COMMENT ON COLUMN coherence.detection_runs.started_at IS 'Wall-clock start.';
+COMMENT ON COLUMN coherence.detection_runs.finished_at IS 'Wall-clock end.';
+COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Newest created_at of the input rows seen by this run.';
+COMMENT ON COLUMN coherence.detection_runs.since IS 'Start of the analysed data range (NULL: nothing new).';
+COMMENT ON COLUMN coherence.detection_runs.until IS 'End of the analysed data range (exclusive).';
+COMMENT ON COLUMN coherence.detection_runs.anomalies_changed IS 'Anomalies inserted or updated.';
+COMMENT ON COLUMN coherence.detection_runs.incidents_opened IS 'Incidents opened.';
+COMMENT ON COLUMN coherence.detection_runs.incidents_updated IS 'Incidents whose content changed.';
+COMMENT ON COLUMN coherence.detection_runs.incidents_resolved IS 'Incidents resolved.';
+
+SELECT pg_catalog.pg_extension_config_dump('coherence.anomalies', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.anomalies_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.incidents', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.incidents_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.incident_edges', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.detection_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.detection_runs_id_seq', '');
+
+-- The job pg_cron runs. See docs/incidents.md.
+CREATE FUNCTION coherence.run_detection(
+    lookback    interval DEFAULT '48 hours',
+    tolerance   interval DEFAULT '5 minutes',
+    close_after interval DEFAULT '30 minutes',
+    full_rescan boolean DEFAULT false
+)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run        bigint;
+    v_prev_wm    timestamptz;
+    v_wm         timestamptz;
+    v_new_min    timestamptz;
+    v_since      timestamptz;
+    v_until      timestamptz;
+    v_data_now   timestamptz;
+    v_anoms      integer := 0;
+    v_opened     integer := 0;
+    v_updated    integer := 0;
+    v_resolved   integer := 0;
+    v_signals    jsonb;
+    v_samples    jsonb;
+    v_incidents  jsonb;
+    inc          jsonb;
+    v_keep       bigint;
+    v_old        coherence.incidents;
+    v_first      timestamptz;
+    v_last       timestamptz;
+    v_top        jsonb;
+    r            record;
+BEGIN
+    IF lookback IS NULL OR tolerance IS NULL OR close_after IS NULL OR full_rescan IS NULL THEN
+        RAISE EXCEPTION 'run_detection arguments must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Call SELECT coherence.run_detection(); for the defaults.';
+    END IF;
+    IF lookback < interval '0' OR tolerance <= interval '0' OR close_after <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be >= 0, tolerance and close_after > 0'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s, tolerance = %s, close_after = %s', lookback, tolerance, close_after),
+                  HINT = 'Defaults: lookback 48 hours, tolerance 5 minutes, close_after 30 minutes.';
+    END IF;
+    -- One run at a time; a concurrent call waits for the running one.
+    PERFORM pg_advisory_xact_lock(hashtext('coherence.run_detection'));
+
+    SELECT watermark INTO v_prev_wm FROM coherence.detection_runs
+     WHERE watermark IS NOT NULL ORDER BY id DESC LIMIT 1;
+    INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
+
+    -- Rows written since the previous run (10 minutes of overlap covers transactions that
+    -- committed late; re-reading them is idempotent).
+    SELECT greatest((SELECT max(created_at) FROM coherence.metrics),
+                    (SELECT max(created_at) FROM coherence.signal_events)) INTO v_wm;
+    IF full_rescan OR v_prev_wm IS NULL THEN
+        SELECT least((SELECT min("timestamp") FROM coherence.metrics),
+                     (SELECT min(ts) FROM coherence.signal_events)) INTO v_new_min;
+        v_since := v_new_min;
+    ELSE
+        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE created_at > v_prev_wm - interval '10 minutes'),
+                     (SELECT min(ts) FROM coherence.signal_events WHERE created_at > v_prev_wm - interval '10 minutes'))
+          INTO v_new_min;
+        v_since := v_new_min - lookback;
+    END IF;
+    SELECT greatest((SELECT max("timestamp") FROM coherence.metrics),
+                    (SELECT max(ts) FROM coherence.signal_events)) INTO v_data_now;
+
+    IF v_new_min IS NOT NULL THEN
+        v_until := v_data_now + interval '1 microsecond';
+
+        -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
+        WITH ev AS (
+            SELECT * FROM coherence.detect_events(v_since, v_until)
+        ), up AS (
+            INSERT INTO coherence.anomalies AS a
+                   (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                    baseline, score, risk, summary)
+            SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                   baseline, score, risk, summary FROM ev
+            ON CONFLICT (host, metric, detector, started_at) DO UPDATE
+               SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
+                   peak_value = excluded.peak_value, baseline = excluded.baseline,
+                   score = excluded.score, risk = excluded.risk, summary = excluded.summary,
+                   updated_at = now()
+             WHERE (a.kind, a.ended_at, a.peak_at, a.peak_value, a.baseline, a.score, a.risk, a.summary)
+                   IS DISTINCT FROM
+                   (excluded.kind, excluded.ended_at, excluded.peak_at, excluded.peak_value,
+                    excluded.baseline, excluded.score, excluded.risk, excluded.summary)
+            RETURNING 1
+        )
+        SELECT count(*) INTO v_anoms FROM up;
+
+        -- 2. Correlate anomalies and error events of the range.
+        SELECT coalesce(jsonb_agg(s), '[]'::jsonb) INTO v_signals FROM (
+            SELECT 'anomaly:' || a.id AS id, a.host, 'anomaly' AS kind, a.metric,
+                   a.kind AS anomaly_kind,
+                   (extract(epoch FROM a.started_at) * 1e6)::bigint AS start,
+                   (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
+                   (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
+                   a.peak_value, a.risk, a.baseline,
+                   CASE WHEN coherence.metric_capacity(a.metric) IS NOT NULL THEN '%' ELSE '' END AS unit
+              FROM coherence.anomalies a
+             WHERE a.ended_at >= v_since AND a.started_at < v_until
+            UNION ALL
+            SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, ''
+              FROM coherence.signal_events e
+             WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
+        ) s;
+        -- Values of leaking metrics at each error, for "Memory at 87.61% (leak progression)".
+        SELECT coalesce(jsonb_agg(jsonb_build_object('host', x.host, 'metric', x.metric,
+                   'ts', (extract(epoch FROM x.ts) * 1e6)::bigint, 'value', x.value)), '[]'::jsonb)
+          INTO v_samples
+          FROM (SELECT DISTINCT e.host, l.metric, m."timestamp" AS ts, m.value
+                  FROM coherence.signal_events e
+                  JOIN (SELECT DISTINCT host, metric FROM coherence.anomalies
+                         WHERE kind = 'leak' AND ended_at >= v_since AND started_at < v_until) l
+                    ON l.host = e.host
+                 CROSS JOIN LATERAL (
+                       SELECT mm."timestamp", mm.value FROM coherence.metrics mm
+                        WHERE mm.host = e.host AND mm.metric_name = l.metric AND mm."timestamp" <= e.ts
+                        ORDER BY mm."timestamp" DESC LIMIT 1) m
+                 WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance);
+
+        -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
+        --    (the others are marked merged), or opens a new one.
+        FOR inc IN SELECT * FROM jsonb_array_elements(v_incidents) LOOP
+            v_first := to_timestamp((inc->>'opened_at')::double precision / 1e6);
+            v_last := to_timestamp((inc->>'last_signal_at')::double precision / 1e6);
+            v_top := inc->'hypotheses'->0;
+            SELECT * INTO v_old FROM coherence.incidents i
+             WHERE i.host = inc->>'host' AND i.status <> 'merged'
+               AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance
+             ORDER BY i.id LIMIT 1;
+            IF NOT FOUND THEN
+                INSERT INTO coherence.incidents
+                       (host, opened_at, first_error_at, last_signal_at, error_count, risk,
+                        hypothesis, confidence, hypotheses, narrative, signals, context, graph)
+                VALUES (inc->>'host', v_first,
+                        to_timestamp((inc->>'first_error_at')::double precision / 1e6), v_last,
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision,
+                        v_top->>'cause', (v_top->>'confidence')::double precision,
+                        inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
+                        inc->'edges')
+                RETURNING id INTO v_keep;
+                v_opened := v_opened + 1;
+                PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                    'event', 'opened', 'id', v_keep, 'host', inc->>'host',
+                    'risk', (inc->>'risk')::double precision, 'previous_risk', NULL,
+                    'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+            ELSE
+                v_keep := v_old.id;
+                UPDATE coherence.incidents i
+                   SET opened_at = least(v_old.opened_at, v_first),
+                       first_error_at = to_timestamp((inc->>'first_error_at')::double precision / 1e6),
+                       last_signal_at = greatest(v_old.last_signal_at, v_last),
+                       error_count = (inc->>'error_count')::int,
+                       risk = (inc->>'risk')::double precision,
+                       hypothesis = v_top->>'cause',
+                       confidence = (v_top->>'confidence')::double precision,
+                       hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
+                       signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
+                       status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
+                       resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
+                       updated_at = now()
+                 WHERE i.id = v_keep
+                   AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
+                        i.narrative, i.signals, i.context, i.graph)
+                       IS DISTINCT FROM
+                       (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
+                        (v_top->>'confidence')::double precision, inc->>'narrative',
+                        inc->'signal_ids', inc->'context_ids', inc->'edges');
+                IF FOUND THEN
+                    v_updated := v_updated + 1;
+                    IF v_old.risk IS DISTINCT FROM (inc->>'risk')::double precision THEN
+                        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                            'event', 'updated', 'id', v_keep, 'host', inc->>'host',
+                            'risk', (inc->>'risk')::double precision, 'previous_risk', v_old.risk,
+                            'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+                    END IF;
+                END IF;
+                -- Other stored incidents this one now covers are merged into it.
+                UPDATE coherence.incidents i
+                   SET status = 'merged', merged_into = v_keep, updated_at = now()
+                 WHERE i.host = inc->>'host' AND i.status <> 'merged' AND i.id <> v_keep
+                   AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance;
+            END IF;
+            -- The causal graph, rewritten only when it changed.
+            IF NOT EXISTS (SELECT 1 FROM coherence.incident_edges WHERE incident_id = v_keep)
+               OR (SELECT graph FROM coherence.incidents WHERE id = v_keep) IS DISTINCT FROM
+                  (SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                          'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                          ORDER BY cause, effect), '[]'::jsonb)
+                     FROM coherence.incident_edges WHERE incident_id = v_keep) THEN
+                DELETE FROM coherence.incident_edges WHERE incident_id = v_keep;
+                INSERT INTO coherence.incident_edges (incident_id, cause, effect, lag, strength)
+                SELECT v_keep, e->>'cause', e->>'effect',
+                       make_interval(secs => (e->>'lag_secs')::double precision),
+                       (e->>'strength')::double precision
+                  FROM jsonb_array_elements(inc->'edges') e
+                ON CONFLICT DO NOTHING;
+                UPDATE coherence.incidents SET graph = (
+                    SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                           'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                           ORDER BY cause, effect), '[]'::jsonb)
+                      FROM coherence.incident_edges WHERE incident_id = v_keep)
+                 WHERE id = v_keep;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 4. Resolve incidents with no signal for close_after (in data time).
+    FOR r IN
+        UPDATE coherence.incidents i
+           SET status = 'resolved', resolved_at = now(), updated_at = now()
+         WHERE i.status = 'open' AND i.last_signal_at < v_data_now - close_after
+        RETURNING i.id, i.host, i.risk, i.hypothesis, i.opened_at
+    LOOP
+        v_resolved := v_resolved + 1;
+        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+            'event', 'resolved', 'id', r.id, 'host', r.host, 'risk', r.risk, 'previous_risk', r.risk,
+            'hypothesis', r.hypothesis, 'opened_at', r.opened_at, 'status', 'resolved')::text);
+    END LOOP;
+
+    UPDATE coherence.detection_runs
+       SET finished_at = clock_timestamp(), watermark = coalesce(v_wm, v_prev_wm),
+           since = CASE WHEN v_new_min IS NOT NULL THEN v_since END,
+           until = v_until, anomalies_changed = v_anoms, incidents_opened = v_opened,
+           incidents_updated = v_updated, incidents_resolved = v_resolved
+     WHERE id = v_run;
+    RETURN jsonb_build_object('run', v_run, 'since', v_since, 'until', v_until,
+        'anomalies_changed', v_anoms, 'incidents_opened', v_opened,
+        'incidents_updated', v_updated, 'incidents_resolved', v_resolved);
+END
+$fn$;
+COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
+    'The scheduled job: detects events over data written since the last run (plus lookback), persists coherence.anomalies, correlates them with error events into coherence.incidents, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) IS
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb). Used by run_detection; see docs/incidents.md.';
+
+-- Views for BI tools.
+CREATE VIEW coherence.active_incidents AS
+SELECT i.id, i.host, i.opened_at, i.first_error_at, i.last_signal_at, i.error_count,
+       round(i.risk::numeric, 2) AS risk, i.hypothesis, round(i.confidence::numeric, 2) AS confidence,
+       i.narrative
+  FROM coherence.incidents i
+ WHERE i.status = 'open';
+COMMENT ON VIEW coherence.active_incidents IS 'Open incidents, for dashboards: SELECT * FROM coherence.active_incidents ORDER BY risk DESC;';
+COMMENT ON COLUMN coherence.active_incidents.id IS 'Incident id.';
+COMMENT ON COLUMN coherence.active_incidents.host IS 'Host.';
+COMMENT ON COLUMN coherence.active_incidents.opened_at IS 'Earliest member signal.';
+COMMENT ON COLUMN coherence.active_incidents.first_error_at IS 'First error event.';
+COMMENT ON COLUMN coherence.active_incidents.last_signal_at IS 'Latest member signal.';
+COMMENT ON COLUMN coherence.active_incidents.error_count IS 'Error events.';
+COMMENT ON COLUMN coherence.active_incidents.risk IS 'Risk in [0, 1], two decimals.';
+COMMENT ON COLUMN coherence.active_incidents.hypothesis IS 'Top hypothesis.';
+COMMENT ON COLUMN coherence.active_incidents.confidence IS 'Its confidence, two decimals.';
+COMMENT ON COLUMN coherence.active_incidents.narrative IS 'Narrative.';
+
+CREATE VIEW coherence.incident_timeline AS
+SELECT i.id AS incident_id, i.host, i.status, a.started_at AS at, 'anomaly'::text AS signal,
+       a.metric, a.kind, a.peak_value AS value, round(a.risk::numeric, 2) AS risk, a.summary AS detail,
+       (sid.value = ANY (SELECT jsonb_array_elements_text(i.context))) AS is_context
+  FROM coherence.incidents i
+ CROSS JOIN LATERAL jsonb_array_elements_text(i.signals || i.context) sid
+  JOIN coherence.anomalies a ON sid.value = 'anomaly:' || a.id
+UNION ALL
+SELECT i.id, i.host, i.status, e.ts, 'error', coalesce(e.metric, 'error'), e.severity,
+       e.value::double precision, NULL, coalesce(e.message, e.service, e.fingerprint), false
+  FROM coherence.incidents i
+ CROSS JOIN LATERAL jsonb_array_elements_text(i.signals) sid
+  JOIN coherence.signal_events e ON sid.value = 'error:' || e.id::text;
+COMMENT ON VIEW coherence.incident_timeline IS 'Every signal of every incident in time order: SELECT * FROM coherence.incident_timeline WHERE incident_id = 1 ORDER BY at;';
+COMMENT ON COLUMN coherence.incident_timeline.incident_id IS 'Incident id.';
+COMMENT ON COLUMN coherence.incident_timeline.host IS 'Host.';
+COMMENT ON COLUMN coherence.incident_timeline.status IS 'Incident status.';
+COMMENT ON COLUMN coherence.incident_timeline.at IS 'When the signal started.';
+COMMENT ON COLUMN coherence.incident_timeline.signal IS 'anomaly or error.';
+COMMENT ON COLUMN coherence.incident_timeline.metric IS 'Metric (error for error events).';
+COMMENT ON COLUMN coherence.incident_timeline.kind IS 'Anomaly kind or event severity.';
+COMMENT ON COLUMN coherence.incident_timeline.value IS 'Peak value (anomalies) or event value.';
+COMMENT ON COLUMN coherence.incident_timeline.risk IS 'Anomaly risk.';
+COMMENT ON COLUMN coherence.incident_timeline.detail IS 'Anomaly summary or event message.';
+COMMENT ON COLUMN coherence.incident_timeline.is_context IS 'True for context anomalies (leaks) active during the incident.';
+
+CREATE VIEW coherence.series_health AS
+WITH last_sample AS (
+    SELECT DISTINCT ON (host, metric_name) host, metric_name AS metric, "timestamp" AS last_at, value AS last_value
+      FROM coherence.metrics
+     ORDER BY host, metric_name, "timestamp" DESC
+)
+SELECT l.host, l.metric, l.last_at, l.last_value,
+       count(a.id) AS anomalies_24h,
+       round(coalesce(max(a.risk), 0)::numeric, 2) AS max_risk_24h,
+       CASE WHEN coalesce(max(a.risk), 0) >= 0.8 THEN 'critical'
+            WHEN coalesce(max(a.risk), 0) >= 0.5 THEN 'warning'
+            ELSE 'ok' END AS status
+  FROM last_sample l
+  LEFT JOIN coherence.anomalies a
+    ON a.host = l.host AND a.metric = l.metric AND a.ended_at >= l.last_at - interval '24 hours'
+ GROUP BY l.host, l.metric, l.last_at, l.last_value;
+COMMENT ON VIEW coherence.series_health IS 'One row per series: last sample and the anomalies of its last 24 hours of data: SELECT * FROM coherence.series_health WHERE status <> ''ok'';';
+COMMENT ON COLUMN coherence.series_health.host IS 'Host.';
+COMMENT ON COLUMN coherence.series_health.metric IS 'Metric.';
+COMMENT ON COLUMN coherence.series_health.last_at IS 'Time of the last sample.';
+COMMENT ON COLUMN coherence.series_health.last_value IS 'Last value.';
+COMMENT ON COLUMN coherence.series_health.anomalies_24h IS 'Anomalies ending within 24 hours of the last sample.';
+COMMENT ON COLUMN coherence.series_health.max_risk_24h IS 'Highest anomaly risk in that time.';
+COMMENT ON COLUMN coherence.series_health.status IS 'critical (risk >= 0.8), warning (>= 0.5) or ok.';
+
+-- Read-only role for BI tools: may read the views, nothing else.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'coherence_reader') THEN
+        CREATE ROLE coherence_reader NOLOGIN;
+    END IF;
+END
+$do$;
+COMMENT ON ROLE coherence_reader IS 'Read-only access to the coherence views for BI tools (GRANT coherence_reader TO grafana;).';
+REVOKE ALL ON ALL TABLES IN SCHEMA coherence FROM coherence_reader;
+GRANT USAGE ON SCHEMA coherence TO coherence_reader;
+GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health
+    TO coherence_reader;
