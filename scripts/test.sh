@@ -3,7 +3,7 @@
 #   1. unit:    pure crate + ingestor unit tests (cargo test, no PostgreSQL)
 #   2. pgrx:    #[pg_test] functions inside a pgrx-managed PostgreSQL 15
 #   3. regress: pg_regress golden SQL tests (tests/sql, tests/expected) on the cluster
-#   4. ingest:  ingestor integration tests against the cluster (real COPY, pg_dump/restore)
+#   4. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron)
 # Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,9 +52,9 @@ pgrx_test() {
 }
 run_tier pgrx 'test result: ok\. [0-9]+ passed' pgrx_test
 
-# `cargo pgrx test` installed its debug build into PostgreSQL: put the release build back.
-make --no-print-directory install >/dev/null
-scripts/pg.sh start
+# `cargo pgrx test` installed its debug build into PostgreSQL: put the release build back,
+# start the cluster and make sure the demo database has pg_cron (the cron test schedules there).
+make --no-print-directory db >/dev/null
 
 # 3. pg_regress golden tests
 regress() {

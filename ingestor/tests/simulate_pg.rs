@@ -4,131 +4,11 @@
 #![cfg(feature = "integration")]
 
 use std::process::Command;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-/// Admin connection string (URL or key=value), pointing at a maintenance database.
-fn admin() -> String {
-    std::env::var("COHERENCE_TEST_PG").expect(
-        "COHERENCE_TEST_PG is not set: run these tests with `make test`, which points it at the \
-         local cluster (or set it to an admin connection string)",
-    )
-}
+mod common;
 
-/// The same connection string with another database name.
-fn with_db(conn: &str, db: &str) -> String {
-    if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
-        let (base, query) = conn
-            .split_once('?')
-            .map_or((conn, None), |(b, q)| (b, Some(q)));
-        let scheme_end = base.find("://").unwrap() + 3;
-        let host_end = base[scheme_end..]
-            .find('/')
-            .map_or(base.len(), |i| scheme_end + i);
-        let mut s = format!("{}/{}", &base[..host_end], db);
-        if let Some(q) = query {
-            s.push('?');
-            s.push_str(q);
-        }
-        s
-    } else {
-        let kept: Vec<&str> = conn
-            .split_whitespace()
-            .filter(|kv| !kv.starts_with("dbname="))
-            .collect();
-        format!("{} dbname={}", kept.join(" "), db)
-    }
-}
-
-async fn connect(conn: &str) -> Client {
-    let (client, c) = tokio_postgres::connect(conn, NoTls).await.expect("connect");
-    tokio::spawn(async move {
-        let _ = c.await;
-    });
-    client
-}
-
-/// A fresh database with the extension, dropped again on drop.
-struct TestDb {
-    name: String,
-    conn: String,
-}
-
-impl TestDb {
-    async fn new(tag: &str) -> TestDb {
-        let name = format!("coherence_it_{tag}_{}", std::process::id());
-        let admin_client = connect(&admin()).await;
-        admin_client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .unwrap();
-        admin_client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let conn = with_db(&admin(), &name);
-        connect(&conn)
-            .await
-            .batch_execute("CREATE EXTENSION coherence")
-            .await
-            .unwrap();
-        TestDb { name, conn }
-    }
-
-    async fn empty(tag: &str) -> TestDb {
-        let name = format!("coherence_it_{tag}_{}", std::process::id());
-        let admin_client = connect(&admin()).await;
-        admin_client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .unwrap();
-        admin_client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        TestDb {
-            conn: with_db(&admin(), &name),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let c = connect(&admin()).await;
-                let _ = c
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
-    }
-}
-
-fn ingest(conn: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_coherence-ingest"))
-        .env("DATABASE_URL", conn)
-        .args(args)
-        .output()
-        .expect("run coherence-ingest")
-}
-
-fn ok(out: std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "coherence-ingest failed: {}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use common::*;
 
 /// An order-independent fingerprint of the data rows (not ids or insert times).
 async fn fingerprint(c: &Client) -> (i64, i64, String) {
@@ -156,6 +36,23 @@ async fn fingerprint(c: &Client) -> (i64, i64, String) {
         .unwrap()
         .get(0);
     (m, e, h)
+}
+
+/// Detection results: (anomalies, incidents, edges, md5 of their content).
+async fn results(c: &Client) -> (i64, i64, i64, String) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM coherence.anomalies), (SELECT count(*) FROM coherence.incidents),
+                    (SELECT count(*) FROM coherence.incident_edges),
+                    md5(coalesce((SELECT string_agg(to_jsonb(a)::text, ',' ORDER BY id) FROM coherence.anomalies a), '')
+                     || coalesce((SELECT string_agg(to_jsonb(i)::text, ',' ORDER BY id) FROM coherence.incidents i), '')
+                     || coalesce((SELECT string_agg(to_jsonb(e)::text, ',' ORDER BY incident_id, cause, effect)
+                                    FROM coherence.incident_edges e), ''))",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
 }
 
 #[tokio::test]
@@ -267,7 +164,15 @@ async fn pg_dump_and_restore_keep_every_row() {
     )
     .await
     .unwrap();
+    csrc.query_one("SELECT coherence.run_detection()", &[])
+        .await
+        .unwrap();
     let want = fingerprint(&csrc).await;
+    let want_results = results(&csrc).await;
+    assert!(
+        want_results.0 > 0 && want_results.1 > 0,
+        "the dump includes detection results"
+    );
     let dump = Command::new("pg_dump")
         .args(["--no-owner", "-d", &src.conn])
         .output()
@@ -296,6 +201,11 @@ async fn pg_dump_and_restore_keep_every_row() {
         fingerprint(&cdst).await,
         want,
         "restored rows equal the dumped rows"
+    );
+    assert_eq!(
+        results(&cdst).await,
+        want_results,
+        "anomalies, incidents and edges restored"
     );
     // The id sequence was restored too: a new row does not collide with restored ids.
     cdst.batch_execute(

@@ -495,6 +495,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn anom(
         id: u32,
         host: &str,
@@ -572,7 +573,6 @@ mod tests {
         vec![m(T - 2 * MIN, 87.5), m(T - MIN, 87.61), m(T + MIN, 87.7)]
     }
 
-    #[test]
     #[test]
     fn seed_narrative() {
         let inc = correlate(&scenario(), &samples(), &CorrelateParams::default());
