@@ -62,10 +62,27 @@ COMMENT ON COLUMN coherence.signal_events.source_id IS 'The source''s own id (ex
 COMMENT ON COLUMN coherence.signal_events.message IS 'Event title or message.';
 COMMENT ON COLUMN coherence.signal_events.created_at IS 'When the row was inserted.';
 
+-- Ingest cursors: how far each Datadog query has been ingested. Advanced in the same
+-- transaction as the rows it covers, so a killed ingest resumes exactly where it committed.
+CREATE TABLE coherence.ingest_cursors (
+    source     text NOT NULL,
+    query      text NOT NULL,
+    cursor_at  timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, query)
+);
+COMMENT ON TABLE coherence.ingest_cursors IS
+    'Per-query ingest cursor of coherence-ingest datadog: data before cursor_at is ingested.';
+COMMENT ON COLUMN coherence.ingest_cursors.source IS 'datadog-metrics or datadog-events.';
+COMMENT ON COLUMN coherence.ingest_cursors.query IS 'The Datadog metric query (or events filter) as configured.';
+COMMENT ON COLUMN coherence.ingest_cursors.cursor_at IS 'Exclusive end of the ingested time range.';
+COMMENT ON COLUMN coherence.ingest_cursors.updated_at IS 'When the cursor last advanced.';
+
 -- Keep user data in pg_dump output (extension member tables are otherwise skipped).
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_cursors', '');
 
 -- Result types of the aggregates. `flagged` and `risk` come first in every one.
 CREATE TYPE coherence.variance_escalation_result AS (

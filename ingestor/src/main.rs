@@ -3,7 +3,10 @@
 //! Subcommands:
 //! * `simulate`: the seeded flight simulator (the seed's demo scenario, or millions of rows
 //!   for benchmarks), written with COPY and idempotent.
+//! * `datadog`: Datadog metrics and events, incremental and exactly once.
 
+mod config;
+mod datadog;
 mod db;
 mod simulate;
 
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 #[command(
     name = "coherence-ingest",
     version,
-    about = "Feed Coherence's tables in PostgreSQL: the seeded flight simulator (and, later, Datadog).",
+    about = "Feed Coherence's tables in PostgreSQL: Datadog metrics and events, or the seeded flight simulator.",
     long_about = "Feed Coherence's tables (coherence.metrics, coherence.signal_events) in PostgreSQL.\n\n\
         The database is given by --database-url or DATABASE_URL, as a URL \
         (postgresql://user@host:5432/db) or a libpq key=value string \
@@ -39,6 +42,14 @@ struct Cli {
 enum Command {
     /// Generate the seeded synthetic scenario (the "flight simulator") into the database.
     Simulate(simulate::SimulateArgs),
+    /// Ingest Datadog metrics and events (incremental, exactly once, read-only towards Datadog).
+    ///
+    /// Environment: DD_API_KEY, DD_APP_KEY, DD_SITE (or DATADOG_API_KEY, DATADOG_APP_KEY,
+    /// DATADOG_SITE), DATABASE_URL. The config file maps Datadog queries to metric names.
+    #[command(
+        after_help = "Examples:\n  coherence-ingest datadog -c ingestor/coherence.example.toml --since 48h --once\n  coherence-ingest datadog -c coherence.toml            # daemon: a pass every 60s"
+    )]
+    Datadog(datadog::DatadogArgs),
 }
 
 #[tokio::main]
@@ -52,10 +63,13 @@ async fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Simulate(args) => simulate::run(cli.database_url.as_deref(), args).await,
+        Command::Simulate(args) => simulate::run(cli.database_url.as_deref(), args)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Datadog(args) => datadog::run(cli.database_url.as_deref(), args).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("coherence-ingest: error: {e:#}");
             ExitCode::FAILURE

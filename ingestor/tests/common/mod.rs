@@ -127,3 +127,4 @@ pub fn ok(out: std::process::Output) -> String {
     );
     stdout
 }
+pub mod fake_datadog;
