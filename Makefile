@@ -16,7 +16,7 @@ INGEST := target/release/coherence-ingest
 URL = $$(scripts/pg.sh url)
 
 .PHONY: help setup build install start stop destroy db demo report psql test test-unit test-pgrx \
-        test-regress test-ingest fmt lint clean eval
+        test-regress test-ingest fmt lint clean eval bench
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 
 eval: start ## Score detect_events vs the seed's rules on labelled real data (eval/)
 	@scripts/eval.sh
+
+bench: db build ## Benchmark vs PostgreSQL's aggregates and the client-side approach (BENCH_ROWS=..., see bench/bench.py)
+	@$(CARGO) build --release --locked -p coherence-ingest --example fake_datadog
+	@python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy
+	@python3 bench/bench.py
 
 report: ## Print the detection report over all data in the database
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -f sql/report.sql

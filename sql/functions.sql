@@ -159,8 +159,13 @@ BEGIN
                CASE WHEN coherence.metric_capacity(s.metric) IS NOT NULL THEN '%' ELSE '' END AS unit
           FROM samples s
          GROUP BY s.host, s.metric
-    ), events AS (
-        SELECT s.host, s.metric, 'robust'::text AS detector, e.kind, e.started_at, e.ended_at,
+    )
+    -- One LATERAL per series, so the arrays are built once and never materialized.
+    SELECT s.host, s.metric, ev.detector, ev.kind, ev.started_at, ev.ended_at, ev.peak_at,
+           ev.peak_value, ev.baseline, ev.score, ev.risk, ev.summary
+      FROM series s
+     CROSS JOIN LATERAL (
+        SELECT 'robust'::text AS detector, e.kind, e.started_at, e.ended_at,
                e.peak_at, e.peak_value, e.baseline, e.score, e.risk,
                format('%s:%s → %s %s%s at %s (baseline %s%s, %s robust σ%s)',
                       s.host, s.metric,
@@ -174,10 +179,9 @@ BEGIN
                            THEN format(', %s points until %s', e.points,
                                        to_char(e.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
                            ELSE '' END) AS summary
-          FROM series s
-         CROSS JOIN LATERAL coherence.series_events(s.ts, s.v) e
+          FROM coherence.series_events(s.ts, s.v) e
         UNION ALL
-        SELECT s.host, s.metric, 'trend', 'leak', t.started_at, t.ended_at, t.ended_at,
+        SELECT 'trend', 'leak', t.started_at, t.ended_at, t.ended_at,
                t.fitted_end, t.fitted_start, t.mk_z, t.risk,
                format('%s:%s → leak pattern: %s%s → %s%s (+%s%%, R² %s)%s',
                       s.host, s.metric, round(t.fitted_start::numeric, 2), s.unit,
@@ -186,11 +190,9 @@ BEGIN
                       CASE WHEN t.exhaustion_at IS NOT NULL
                            THEN format(', full at %s', to_char(t.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
                            ELSE '' END)
-          FROM series s
-         CROSS JOIN LATERAL coherence.series_trend_event(s.ts, s.v, coherence.metric_capacity(s.metric)) t
-    )
-    SELECT * FROM events ev
-     ORDER BY ev.started_at, ev.host, ev.metric, ev.detector;
+          FROM coherence.series_trend_event(s.ts, s.v, coherence.metric_capacity(s.metric)) t
+     ) ev
+     ORDER BY ev.started_at, s.host, s.metric, ev.detector;
 END
 $fn$;
 

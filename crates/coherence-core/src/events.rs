@@ -121,7 +121,8 @@ fn median_of(buf: &mut [f64]) -> f64 {
     }
 }
 
-/// Median and 1.4826·MAD of a slice (copies into `scratch`).
+/// Median and 1.4826·MAD of a slice (copies into `scratch`); the reference for SortedWindow.
+#[cfg(test)]
 fn median_mad(xs: &[f64], scratch: &mut Vec<f64>) -> (f64, f64) {
     scratch.clear();
     scratch.extend_from_slice(xs);
@@ -130,6 +131,75 @@ fn median_mad(xs: &[f64], scratch: &mut Vec<f64>) -> (f64, f64) {
         *v = (*v - med).abs();
     }
     (med, 1.4826 * median_of(scratch))
+}
+
+/// The trailing baseline window kept sorted: insert/remove by binary search (a memmove of at
+/// most `window` values), median in O(1) and MAD in O(log window) by selecting the k-th
+/// smallest deviation from the two sorted runs below and above the median. Gives exactly
+/// [`median_mad`]'s values.
+#[derive(Default)]
+struct SortedWindow {
+    sorted: Vec<f64>,
+}
+
+impl SortedWindow {
+    fn pos(&self, x: f64) -> usize {
+        self.sorted
+            .partition_point(|v| v.total_cmp(&x) == std::cmp::Ordering::Less)
+    }
+    fn insert(&mut self, x: f64) {
+        let i = self.pos(x);
+        self.sorted.insert(i, x);
+    }
+    fn remove(&mut self, x: f64) {
+        let i = self.pos(x);
+        if i < self.sorted.len() && self.sorted[i].total_cmp(&x).is_eq() {
+            self.sorted.remove(i);
+        }
+    }
+    fn clear(&mut self) {
+        self.sorted.clear();
+    }
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+    fn median_mad(&self) -> (f64, f64) {
+        let s = &self.sorted;
+        let n = s.len();
+        let med = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        // Deviations: below the median (descending values → ascending deviations) and above.
+        let p = s.partition_point(|v| *v < med);
+        let a = |j: usize| med - s[p - 1 - j];
+        let b = |j: usize| s[p + j] - med;
+        let (na, nb) = (p, n - p);
+        // k-th smallest (0-based) of the union of the two ascending runs.
+        let kth = |k: usize| -> f64 {
+            let (mut lo, mut hi) = ((k + 1).saturating_sub(nb), (k + 1).min(na));
+            while lo < hi {
+                let i = (lo + hi) / 2;
+                let j = k + 1 - i;
+                if j > 0 && i < na && b(j - 1) > a(i) {
+                    lo = i + 1;
+                } else {
+                    hi = i;
+                }
+            }
+            let (i, j) = (lo, k + 1 - lo);
+            let x = if i > 0 { a(i - 1) } else { f64::NEG_INFINITY };
+            let y = if j > 0 { b(j - 1) } else { f64::NEG_INFINITY };
+            x.max(y)
+        };
+        let mad = if n % 2 == 1 {
+            kth(n / 2)
+        } else {
+            (kth(n / 2 - 1) + kth(n / 2)) / 2.0
+        };
+        (med, 1.4826 * mad)
+    }
 }
 
 /// Noise level of a series, robust to level shifts, trends and the anomalies themselves:
@@ -177,8 +247,8 @@ pub fn detect_events(points: &[(i64, f64)], p: &EventParams) -> Vec<AnomalyEvent
     // Baseline history: the last `window` non-anomalous values.
     let mut hist: std::collections::VecDeque<f64> =
         std::collections::VecDeque::with_capacity(p.window);
-    let mut scratch = Vec::with_capacity(p.window);
-    let mut buf = Vec::with_capacity(p.window);
+    let mut sorted = SortedWindow::default();
+    let mut buf = Vec::with_capacity(4);
     // Seasonal baseline reads the raw series (clean values where known).
     let mut clean = values.clone();
 
@@ -219,10 +289,8 @@ pub fn detect_events(points: &[(i64, f64)], p: &EventParams) -> Vec<AnomalyEvent
         let mut anomalous = false;
         let mut z = 0.0;
         let mut level = f64::NAN;
-        if i >= p.min_history && hist.len() >= 3 {
-            buf.clear();
-            buf.extend(hist.iter().copied());
-            let (med, mad) = median_mad(&buf, &mut scratch);
+        if i >= p.min_history && sorted.len() >= 3 {
+            let (med, mad) = sorted.median_mad();
             let scale = mad.max(floor).max(f64::MIN_POSITIVE);
             level = med;
             z = (x - med) / scale;
@@ -281,17 +349,22 @@ pub fn detect_events(points: &[(i64, f64)], p: &EventParams) -> Vec<AnomalyEvent
             }
         } else {
             if hist.len() == p.window {
-                hist.pop_front();
+                if let Some(old) = hist.pop_front() {
+                    sorted.remove(old);
+                }
             }
             hist.push_back(x);
+            sorted.insert(x);
         }
         // A long event whose window would otherwise never recover: after `window` anomalous
         // points in a row, accept the new level (a persistent level shift is the new normal).
         if let Some(o) = open.as_ref() {
             if anomalous && o.count >= p.window {
                 hist.clear();
+                sorted.clear();
                 for &v in &values[i + 1 - p.window.min(i + 1)..=i] {
                     hist.push_back(v);
+                    sorted.insert(v);
                 }
                 let o = open.take().unwrap();
                 close(o, &mut out);
@@ -440,6 +513,27 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn sorted_window_matches_direct_median_mad() {
+        let mut r = crate::rng::Rng::new(11);
+        let mut w = SortedWindow::default();
+        let mut plain: Vec<f64> = Vec::new();
+        let mut scratch = Vec::new();
+        for step in 0..5000 {
+            // Ties and repeated values included (rounded values).
+            let x = (r.normal() * 4.0).round() / 2.0 + if step % 7 == 0 { 10.0 } else { 0.0 };
+            w.insert(x);
+            plain.push(x);
+            if plain.len() > 37 {
+                let old = plain.remove(0);
+                w.remove(old);
+            }
+            let (m1, d1) = w.median_mad();
+            let (m2, d2) = median_mad(&plain, &mut scratch);
+            assert_eq!((m1, d1), (m2, d2), "step {step}: {plain:?}");
+        }
     }
 
     #[test]
