@@ -40,6 +40,24 @@ COMMENT ON FUNCTION coherence.trend_serialize(internal) IS 'Internal: serialize 
 COMMENT ON FUNCTION coherence.trend_deserialize(bytea, internal) IS 'Internal: deserialize function of coherence.trend.';
 COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function of coherence.trend.';
 
+-- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
+-- inlinable SQL function (no SET clause), so the range conditions reach the tables' indexes.
+CREATE FUNCTION coherence.samples(since timestamptz, until timestamptz)
+RETURNS TABLE (host text, metric text, ts timestamptz, value double precision)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $fn$
+    SELECT m.host, m.metric_name, m."timestamp", m.value
+      FROM coherence.metrics m
+     WHERE m."timestamp" >= since AND m."timestamp" < until
+    UNION ALL
+    SELECT e.host, e.metric, e.ts, e.value::double precision
+      FROM coherence.signal_events e
+     WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
+       AND e.ts >= since AND e.ts < until
+$fn$;
+COMMENT ON FUNCTION coherence.samples(timestamptz, timestamptz) IS
+    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
+
 -- coherence.detect: the seed's verdicts for every series at once.
 CREATE FUNCTION coherence.detect(since timestamptz, until timestamptz)
 RETURNS TABLE (
@@ -64,14 +82,7 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH samples AS (
-        SELECT m.host, m.metric_name AS metric, m."timestamp" AS ts, m.value
-          FROM coherence.metrics m
-         WHERE m."timestamp" >= since AND m."timestamp" < until
-        UNION ALL
-        SELECT e.host, e.metric, e.ts, e.value::double precision
-          FROM coherence.signal_events e
-         WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
-           AND e.ts >= since AND e.ts < until
+        SELECT * FROM coherence.samples(since, until)
     ), agg AS (
         SELECT s.host, s.metric,
                coherence.variance_escalation(s.ts, s.value) AS v,
@@ -146,14 +157,7 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH samples AS (
-        SELECT m.host, m.metric_name AS metric, m."timestamp" AS ts, m.value
-          FROM coherence.metrics m
-         WHERE m."timestamp" >= since AND m."timestamp" < until
-        UNION ALL
-        SELECT e.host, e.metric, e.ts, e.value::double precision
-          FROM coherence.signal_events e
-         WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
-           AND e.ts >= since AND e.ts < until
+        SELECT * FROM coherence.samples(since, until)
     ), series AS (
         SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v,
                CASE WHEN coherence.metric_capacity(s.metric) IS NOT NULL THEN '%' ELSE '' END AS unit

@@ -460,3 +460,36 @@ REVOKE ALL ON ALL TABLES IN SCHEMA coherence FROM coherence_reader;
 GRANT USAGE ON SCHEMA coherence TO coherence_reader;
 GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health
     TO coherence_reader;
+
+-- Alert delivery log of `coherence-ingest alert`: one row per (incident, destination, action),
+-- so each is delivered once; retries with backoff live here too.
+CREATE TABLE coherence.alert_deliveries (
+    id              bigserial PRIMARY KEY,
+    incident_id     bigint NOT NULL REFERENCES coherence.incidents (id) ON DELETE CASCADE,
+    destination     text NOT NULL,
+    action          text NOT NULL CHECK (action IN ('trigger', 'resolve')),
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    response        text,
+    delivered_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT alert_deliveries_once_key UNIQUE (incident_id, destination, action)
+);
+CREATE INDEX alert_deliveries_due_idx ON coherence.alert_deliveries (next_attempt_at) WHERE status = 'pending';
+COMMENT ON TABLE coherence.alert_deliveries IS
+    'Alert delivery log of coherence-ingest alert: each (incident, destination, action) once; pending rows are retried with backoff.';
+COMMENT ON COLUMN coherence.alert_deliveries.id IS 'Delivery id.';
+COMMENT ON COLUMN coherence.alert_deliveries.incident_id IS 'Incident alerted on.';
+COMMENT ON COLUMN coherence.alert_deliveries.destination IS 'Destination name from the [alert] config (a Slack webhook or PagerDuty service).';
+COMMENT ON COLUMN coherence.alert_deliveries.action IS 'trigger (incident at or above the risk threshold) or resolve (incident resolved or merged).';
+COMMENT ON COLUMN coherence.alert_deliveries.status IS 'pending, delivered, or failed (gave up after the maximum attempts).';
+COMMENT ON COLUMN coherence.alert_deliveries.attempts IS 'Delivery attempts so far.';
+COMMENT ON COLUMN coherence.alert_deliveries.next_attempt_at IS 'Earliest time of the next attempt (backoff).';
+COMMENT ON COLUMN coherence.alert_deliveries.last_error IS 'Error of the last failed attempt (no secrets).';
+COMMENT ON COLUMN coherence.alert_deliveries.response IS 'Response status of the delivered attempt.';
+COMMENT ON COLUMN coherence.alert_deliveries.delivered_at IS 'When the destination acknowledged it.';
+COMMENT ON COLUMN coherence.alert_deliveries.created_at IS 'When it was queued.';
+SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries_id_seq', '');

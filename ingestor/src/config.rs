@@ -14,6 +14,40 @@ pub struct FileConfig {
     pub metrics: Vec<MetricQuery>,
     #[serde(default)]
     pub events: Option<EventsSection>,
+    #[serde(default)]
+    pub alert: Option<AlertSection>,
+}
+
+/// `[alert]`: where `coherence-ingest alert` delivers incidents. Secrets (webhook URLs,
+/// routing keys) are read from the environment variables named here.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    /// Deliver incidents whose risk is at least this (default 0.8, the seed's rule).
+    pub min_risk: Option<f64>,
+    /// Link to an incident in messages; `{id}` is replaced by the incident id.
+    pub link: Option<String>,
+    #[serde(default)]
+    pub slack: Vec<SlackDestination>,
+    #[serde(default)]
+    pub pagerduty: Vec<PagerDutyDestination>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SlackDestination {
+    /// Name in coherence.alert_deliveries.destination.
+    pub name: String,
+    /// Environment variable holding the incoming-webhook URL.
+    pub webhook_url_env: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyDestination {
+    pub name: String,
+    /// Environment variable holding the Events API v2 routing (integration) key.
+    pub routing_key_env: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -71,11 +105,36 @@ impl FileConfig {
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let cfg: FileConfig = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
-        if cfg.metrics.is_empty() && cfg.events.is_none() {
+        if cfg.metrics.is_empty() && cfg.events.is_none() && cfg.alert.is_none() {
             bail!(
-                "{}: nothing to ingest: add [[metrics]] entries and/or an [events] section",
+                "{}: nothing to do: add [[metrics]] entries, an [events] section or an [alert] section",
                 path.display()
             );
+        }
+        if let Some(a) = &cfg.alert {
+            if let Some(r) = a.min_risk {
+                if !(0.0..=1.0).contains(&r) {
+                    bail!(
+                        "{}: [alert] min_risk must be between 0 and 1",
+                        path.display()
+                    );
+                }
+            }
+            let mut names: Vec<&str> = a
+                .slack
+                .iter()
+                .map(|d| d.name.as_str())
+                .chain(a.pagerduty.iter().map(|d| d.name.as_str()))
+                .collect();
+            let n = names.len();
+            names.sort_unstable();
+            names.dedup();
+            if names.len() != n || names.iter().any(|s| s.trim().is_empty()) {
+                bail!(
+                    "{}: [alert] destinations need unique, non-empty names",
+                    path.display()
+                );
+            }
         }
         for m in &cfg.metrics {
             if m.query.trim().is_empty() || m.name.trim().is_empty() {
@@ -177,6 +236,11 @@ mod tests {
         let names: Vec<&str> = cfg.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["cpu", "memory", "disk"]);
         assert!(cfg.events.is_some());
+        let a = cfg.alert.unwrap();
+        assert_eq!(
+            (a.min_risk, a.slack.len(), a.pagerduty.len()),
+            (Some(0.8), 1, 1)
+        );
     }
 
     #[test]
@@ -191,7 +255,7 @@ mod tests {
         let e = FileConfig::load(&write("empty.toml", ""))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("nothing to ingest"), "{e}");
+        assert!(e.contains("nothing to do"), "{e}");
         let e = format!(
             "{:#}",
             FileConfig::load(&write("typo.toml", "[[metric]]\nquery='x'\nname='y'\n")).unwrap_err()

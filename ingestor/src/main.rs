@@ -4,7 +4,9 @@
 //! * `simulate`: the seeded flight simulator (the seed's demo scenario, or millions of rows
 //!   for benchmarks), written with COPY and idempotent.
 //! * `datadog`: Datadog metrics and events, incremental and exactly once.
+//! * `alert`: incidents to Slack and PagerDuty, each delivery once.
 
+mod alert;
 mod config;
 mod datadog;
 mod db;
@@ -50,6 +52,14 @@ enum Command {
         after_help = "Examples:\n  coherence-ingest datadog -c ingestor/coherence.example.toml --since 48h --once\n  coherence-ingest datadog -c coherence.toml            # daemon: a pass every 60s"
     )]
     Datadog(datadog::DatadogArgs),
+    /// Deliver incidents (risk >= 0.8 by default) to Slack and PagerDuty, exactly once.
+    ///
+    /// LISTENs on coherence_incidents and catches up on start. Destinations are in the config's
+    /// [alert] section; webhook URLs and routing keys come from the environment variables it names.
+    #[command(
+        after_help = "Examples:\n  SLACK_WEBHOOK_URL=... PAGERDUTY_ROUTING_KEY=... coherence-ingest alert -c ingestor/coherence.example.toml\n  coherence-ingest alert -c coherence.toml --once     # deliver what is due and exit"
+    )]
+    Alert(alert::AlertArgs),
 }
 
 #[tokio::main]
@@ -67,6 +77,9 @@ async fn main() -> ExitCode {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Datadog(args) => datadog::run(cli.database_url.as_deref(), args).await,
+        Command::Alert(args) => alert::run(cli.database_url.as_deref(), args)
+            .await
+            .map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -52,31 +52,23 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// A fresh database with the coherence extension.
     pub async fn new(tag: &str) -> TestDb {
-        let name = format!("coherence_it_{tag}_{}", std::process::id());
-        let admin_client = connect(&admin()).await;
-        admin_client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .unwrap();
-        admin_client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let conn = with_db(&admin(), &name);
-        connect(&conn)
+        let db = TestDb::empty(tag).await;
+        connect(&db.conn)
             .await
             .batch_execute("CREATE EXTENSION coherence")
             .await
             .unwrap();
-        TestDb { name, conn }
+        db
     }
 
+    /// A fresh database without the extension.
     pub async fn empty(tag: &str) -> TestDb {
         let name = format!("coherence_it_{tag}_{}", std::process::id());
         let admin_client = connect(&admin()).await;
         admin_client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await
             .unwrap();
         admin_client

@@ -1,0 +1,514 @@
+//! `coherence-ingest alert`: delivers incidents to Slack incoming webhooks and PagerDuty
+//! Events API v2.
+//!
+//! * LISTENs on `coherence_incidents` (sent by `coherence.run_detection()`); on start, and on
+//!   every notification or poll tick, it queues what is owed in `coherence.alert_deliveries`:
+//!   a `trigger` per destination for each incident with risk >= min_risk, and a `resolve` for
+//!   each triggered incident that resolved (or merged into another).
+//! * Each (incident, destination, action) row is delivered once: the row is locked, the
+//!   request sent, and the row marked delivered in the same transaction. A failure records
+//!   the error and schedules a retry with exponential backoff and jitter; a dead destination
+//!   only delays its own rows. A kill before the destination acknowledges leaves the row
+//!   pending (re-sent on restart); a kill between the acknowledgement and the commit (a few
+//!   milliseconds) re-sends once, which PagerDuty dedups by `dedup_key`.
+//! * Resolves wait for their trigger. Secrets (webhook URLs, routing keys) come from the
+//!   environment variables named in the config and are never logged.
+
+use crate::config::{AlertSection, FileConfig};
+use crate::datadog::parse_duration;
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_postgres::{AsyncMessage, Client};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AlertArgs {
+    /// TOML file with an [alert] section (see ingestor/coherence.example.toml).
+    #[arg(long, short = 'c', env = "COHERENCE_INGEST_CONFIG")]
+    pub config: PathBuf,
+
+    /// Deliver incidents with at least this risk (overrides [alert] min_risk; default 0.8).
+    #[arg(long)]
+    pub min_risk: Option<f64>,
+
+    /// Queue and deliver what is due now, then exit (default: keep listening).
+    #[arg(long)]
+    pub once: bool,
+
+    /// Re-check the queue for retries at least this often.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub poll: Duration,
+
+    /// First retry delay; doubles per attempt (with jitter), at most 10 minutes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+
+    /// Give up on a delivery (status failed) after this many attempts.
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: i32,
+
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A destination with its secret resolved.
+#[derive(Clone)]
+enum Dest {
+    Slack {
+        name: String,
+        url: String,
+    },
+    PagerDuty {
+        name: String,
+        routing_key: String,
+        events_url: String,
+    },
+}
+
+impl Dest {
+    fn name(&self) -> &str {
+        match self {
+            Dest::Slack { name, .. } | Dest::PagerDuty { name, .. } => name,
+        }
+    }
+}
+
+fn destinations(a: &AlertSection) -> Result<Vec<Dest>> {
+    let env = |var: &str, what: &str, dest: &str| -> Result<String> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!("{var} is not set: it holds the {what} of alert destination '{dest}'")
+            })
+    };
+    let pd_url = match std::env::var("COHERENCE_PD_EVENTS_URL") {
+        Ok(u) if std::env::var("COHERENCE_ALLOW_TEST_BASE_URL").ok().as_deref() == Some("1") => u,
+        Ok(_) => bail!("COHERENCE_PD_EVENTS_URL is for tests only: set COHERENCE_ALLOW_TEST_BASE_URL=1 to allow it"),
+        Err(_) => "https://events.pagerduty.com/v2/enqueue".to_string(),
+    };
+    let mut out = Vec::new();
+    for s in &a.slack {
+        out.push(Dest::Slack {
+            name: s.name.clone(),
+            url: env(&s.webhook_url_env, "Slack webhook URL", &s.name)?,
+        });
+    }
+    for p in &a.pagerduty {
+        out.push(Dest::PagerDuty {
+            name: p.name.clone(),
+            routing_key: env(&p.routing_key_env, "PagerDuty routing key", &p.name)?,
+            events_url: pd_url.clone(),
+        });
+    }
+    if out.is_empty() {
+        bail!("[alert] has no destinations: add [[alert.slack]] or [[alert.pagerduty]] entries");
+    }
+    Ok(out)
+}
+
+/// The incident fields a message needs.
+pub struct Incident {
+    pub id: i64,
+    pub host: String,
+    pub status: String,
+    pub risk: f64,
+    pub hypothesis: String,
+    pub confidence: f64,
+    pub narrative: String,
+    pub first_error_at: String,
+}
+
+/// PagerDuty severity from risk.
+pub fn pd_severity(risk: f64) -> &'static str {
+    if risk >= 0.95 {
+        "critical"
+    } else if risk >= 0.8 {
+        "error"
+    } else if risk >= 0.5 {
+        "warning"
+    } else {
+        "info"
+    }
+}
+
+fn link(template: Option<&str>, id: i64) -> Option<String> {
+    template.map(|t| t.replace("{id}", &id.to_string()))
+}
+
+/// Slack incoming-webhook body.
+pub fn slack_body(i: &Incident, action: &str, link_tpl: Option<&str>) -> serde_json::Value {
+    let link = link(link_tpl, i.id)
+        .map(|l| format!("\n<{l}|Open incident #{}>", i.id))
+        .unwrap_or_default();
+    let text = if action == "resolve" {
+        format!(
+            ":white_check_mark: *Coherence incident #{}* on *{}* resolved (risk {:.2}, {}).{link}",
+            i.id, i.host, i.risk, i.hypothesis
+        )
+    } else {
+        format!(
+            ":rotating_light: *Coherence incident #{}* on *{}*: risk {:.2}\n*Hypothesis:* {} (confidence {:.2})\n```{}```{link}",
+            i.id, i.host, i.risk, i.hypothesis, i.confidence, i.narrative
+        )
+    };
+    serde_json::json!({ "text": text })
+}
+
+/// PagerDuty Events API v2 body; `dedup_key` is the incident id.
+pub fn pagerduty_body(
+    i: &Incident,
+    action: &str,
+    routing_key: &str,
+    link_tpl: Option<&str>,
+) -> serde_json::Value {
+    if action == "resolve" {
+        return serde_json::json!({
+            "routing_key": routing_key, "event_action": "resolve", "dedup_key": i.id.to_string(),
+        });
+    }
+    let first_line = i
+        .narrative
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim_start_matches("Hypothesis: ");
+    let mut body = serde_json::json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": i.id.to_string(),
+        "payload": {
+            "summary": format!("{}: {} (risk {:.2})", i.host, first_line.trim_end_matches('.'), i.risk),
+            "source": i.host,
+            "severity": pd_severity(i.risk),
+            "timestamp": i.first_error_at,
+            "component": "coherence",
+            "group": i.host,
+            "class": i.hypothesis,
+            "custom_details": {
+                "incident_id": i.id, "risk": i.risk, "hypothesis": i.hypothesis,
+                "confidence": i.confidence, "narrative": i.narrative,
+            }
+        }
+    });
+    if let Some(l) = link(link_tpl, i.id) {
+        body["links"] =
+            serde_json::json!([{ "href": l, "text": format!("Coherence incident #{}", i.id) }]);
+    }
+    body
+}
+
+async fn enqueue(db: &Client, dests: &[Dest], min_risk: f64) -> Result<u64> {
+    let names: Vec<String> = dests.iter().map(|d| d.name().to_string()).collect();
+    let t = db
+        .execute(
+            "INSERT INTO coherence.alert_deliveries (incident_id, destination, action)
+             SELECT i.id, d.name, 'trigger' FROM coherence.incidents i CROSS JOIN unnest($1::text[]) d(name)
+              WHERE i.status <> 'merged' AND i.risk >= $2
+             ON CONFLICT (incident_id, destination, action) DO NOTHING",
+            &[&names, &min_risk],
+        )
+        .await?;
+    let r = db
+        .execute(
+            "INSERT INTO coherence.alert_deliveries (incident_id, destination, action)
+             SELECT t.incident_id, t.destination, 'resolve'
+               FROM coherence.alert_deliveries t JOIN coherence.incidents i ON i.id = t.incident_id
+              WHERE t.action = 'trigger' AND t.destination = ANY ($1::text[])
+                AND i.status IN ('resolved', 'merged')
+             ON CONFLICT (incident_id, destination, action) DO NOTHING",
+            &[&names],
+        )
+        .await?;
+    Ok(t + r)
+}
+
+struct Sender {
+    http: reqwest::Client,
+    dests: Vec<Dest>,
+    link: Option<String>,
+    retry_base: Duration,
+    max_attempts: i32,
+    rng: std::sync::Mutex<coherence_core::rng::Rng>,
+}
+
+impl Sender {
+    async fn post(&self, dest: &Dest, body: &serde_json::Value) -> Result<String, String> {
+        let url = match dest {
+            Dest::Slack { url, .. } => url,
+            Dest::PagerDuty { events_url, .. } => events_url,
+        };
+        let resp = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                format!("{kind}: {}", e.without_url())
+            })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(format!("HTTP {}", status.as_u16()))
+        } else {
+            Err(format!(
+                "HTTP {}: {}",
+                status.as_u16(),
+                text.chars().take(200).collect::<String>()
+            ))
+        }
+    }
+
+    /// Delivers due rows one by one; returns how many were delivered.
+    async fn deliver_due(&self, db: &mut Client) -> Result<u64> {
+        let mut delivered = 0;
+        loop {
+            let tx = db.transaction().await?;
+            // Due, pending, and for resolves: their trigger already delivered.
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT d.id, d.incident_id, d.destination, d.action, d.attempts,
+                            i.host, i.status, i.risk, i.hypothesis, i.confidence, i.narrative,
+                            to_char(i.first_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                       FROM coherence.alert_deliveries d JOIN coherence.incidents i ON i.id = d.incident_id
+                      WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                        AND d.destination = ANY ($1::text[])
+                        AND (d.action = 'trigger' OR EXISTS (
+                              SELECT 1 FROM coherence.alert_deliveries t
+                               WHERE t.incident_id = d.incident_id AND t.destination = d.destination
+                                 AND t.action = 'trigger' AND t.status <> 'pending'))
+                      ORDER BY d.next_attempt_at, d.id
+                      LIMIT 1
+                      FOR UPDATE OF d SKIP LOCKED",
+                    &[&self.dests.iter().map(|d| d.name().to_string()).collect::<Vec<_>>()],
+                )
+                .await?
+            else {
+                tx.commit().await?;
+                return Ok(delivered);
+            };
+            let (id, dest_name, action, attempts): (i64, String, String, i32) =
+                (row.get(0), row.get(2), row.get(3), row.get(4));
+            let inc = Incident {
+                id: row.get(1),
+                host: row.get(5),
+                status: row.get(6),
+                risk: row.get(7),
+                hypothesis: row.get(8),
+                confidence: row.get(9),
+                narrative: row.get(10),
+                first_error_at: row.get(11),
+            };
+            let dest = self
+                .dests
+                .iter()
+                .find(|d| d.name() == dest_name)
+                .expect("selected by name")
+                .clone();
+            let body = match &dest {
+                Dest::Slack { .. } => slack_body(&inc, &action, self.link.as_deref()),
+                Dest::PagerDuty { routing_key, .. } => {
+                    pagerduty_body(&inc, &action, routing_key, self.link.as_deref())
+                }
+            };
+            match self.post(&dest, &body).await {
+                Ok(resp) => {
+                    tx.execute(
+                        "UPDATE coherence.alert_deliveries SET status = 'delivered', attempts = attempts + 1,
+                                delivered_at = now(), response = $2, last_error = NULL WHERE id = $1",
+                        &[&id, &resp],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    delivered += 1;
+                    tracing::info!(incident = inc.id, destination = %dest_name, %action, status = %inc.status, "delivered");
+                }
+                Err(err) => {
+                    let n = attempts + 1;
+                    let base = self.retry_base.as_secs_f64() * 2f64.powi((n - 1).min(16));
+                    let jitter = 1.0 + self.rng.lock().unwrap().uniform();
+                    let wait = (base * jitter).min(600.0);
+                    let give_up = n >= self.max_attempts;
+                    tx.execute(
+                        "UPDATE coherence.alert_deliveries SET attempts = $2, last_error = $3,
+                                status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END,
+                                next_attempt_at = now() + make_interval(secs => $5) WHERE id = $1",
+                        &[&id, &n, &err, &give_up, &wait],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    if give_up {
+                        tracing::error!(incident = inc.id, destination = %dest_name, %action, attempts = n, error = %err, "giving up");
+                    } else {
+                        tracing::warn!(incident = inc.id, destination = %dest_name, %action, attempt = n, retry_in_secs = wait, error = %err, "delivery failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
+    let cfg = FileConfig::load(&args.config)?;
+    let section = cfg
+        .alert
+        .clone()
+        .ok_or_else(|| anyhow!("{}: no [alert] section", args.config.display()))?;
+    let min_risk = args.min_risk.or(section.min_risk).unwrap_or(0.8);
+    if !(0.0..=1.0).contains(&min_risk) {
+        bail!("--min-risk must be between 0 and 1");
+    }
+    if args.max_attempts < 1 {
+        bail!("--max-attempts must be at least 1");
+    }
+    let dests = destinations(&section)?;
+    let mut db = crate::db::connect(url).await?;
+    let url = url.expect("connect checked it");
+    // A second connection LISTENs; notifications arrive on a channel.
+    let (listener, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("listen connection lost: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    listener.batch_execute("LISTEN coherence_incidents").await?;
+    let sender = Sender {
+        http: reqwest::Client::builder()
+            .timeout(args.timeout)
+            .user_agent(concat!("coherence-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()?,
+        dests,
+        link: section.link.clone(),
+        retry_base: args.retry_base,
+        max_attempts: args.max_attempts,
+        rng: std::sync::Mutex::new(coherence_core::rng::Rng::new(
+            std::process::id() as u64 ^ 0x5eed,
+        )),
+    };
+    tracing::info!(
+        min_risk,
+        destinations = sender.dests.len(),
+        "alert: listening on coherence_incidents"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut total = 0u64;
+    loop {
+        let queued = enqueue(&db, &sender.dests, min_risk).await?;
+        let sent = sender.deliver_due(&mut db).await?;
+        total += sent;
+        if queued > 0 || sent > 0 {
+            tracing::info!(queued, delivered = sent, "alert pass");
+        }
+        if args.once {
+            let pending: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM coherence.alert_deliveries WHERE status = 'pending'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            println!("alert: {total} delivered, {pending} pending (retried on the next run)");
+            return Ok(());
+        }
+        tokio::select! {
+            Some(payload) = rx.recv() => tracing::debug!(%payload, "notification"),
+            _ = tokio::time::sleep(args.poll) => {},
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+        // Drain notifications that arrived together.
+        while rx.try_recv().is_ok() {}
+    }
+    println!("alert: {total} delivered; stopped by signal");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inc() -> Incident {
+        Incident {
+            id: 7,
+            host: "host-stressed".into(),
+            status: "open".into(),
+            risk: 1.0,
+            hypothesis: "resource exhaustion".into(),
+            confidence: 0.93,
+            narrative: "At 2025-12-13 04:10 UTC, host-stressed experienced:\n- 13 error events\nHypothesis: Error burst caused by resource exhaustion.".into(),
+            first_error_at: "2025-12-13T04:10:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn pagerduty_trigger_and_resolve() {
+        let b = pagerduty_body(&inc(), "trigger", "rk", Some("https://g/{id}"));
+        assert_eq!(b["event_action"], "trigger");
+        assert_eq!(b["dedup_key"], "7");
+        assert_eq!(b["payload"]["severity"], "critical");
+        assert_eq!(b["payload"]["source"], "host-stressed");
+        assert_eq!(
+            b["payload"]["summary"],
+            "host-stressed: Error burst caused by resource exhaustion (risk 1.00)"
+        );
+        assert_eq!(b["links"][0]["href"], "https://g/7");
+        let r = pagerduty_body(&inc(), "resolve", "rk", None);
+        assert_eq!(
+            (r["event_action"].as_str(), r["dedup_key"].as_str()),
+            (Some("resolve"), Some("7"))
+        );
+        assert_eq!(
+            [
+                pd_severity(0.96),
+                pd_severity(0.85),
+                pd_severity(0.6),
+                pd_severity(0.1)
+            ],
+            ["critical", "error", "warning", "info"]
+        );
+    }
+
+    #[test]
+    fn slack_message_is_readable() {
+        let t = slack_body(&inc(), "trigger", Some("https://g/{id}"))["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            t.contains("incident #7") && t.contains("host-stressed") && t.contains("risk 1.00")
+        );
+        assert!(
+            t.contains("resource exhaustion (confidence 0.93)") && t.contains("13 error events")
+        );
+        assert!(t.contains("<https://g/7|Open incident #7>"));
+        let r = slack_body(&inc(), "resolve", None)["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(r.contains("resolved"));
+    }
+}

@@ -1,0 +1,388 @@
+//! `coherence-ingest alert` end to end: fake Slack and PagerDuty receivers on loopback, the
+//! flight simulator's incident, delivery, dedup, resolve, a receiver down then up, and the
+//! alerter killed mid-delivery. Enabled with `--features integration`.
+#![cfg(feature = "integration")]
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+/// A webhook receiver: records the JSON bodies it acknowledged.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    acked: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Answer 500 to this many requests first.
+    fail_next: Arc<Mutex<u32>>,
+    /// Hold this many requests without answering (a hang), acknowledging nothing.
+    hang_next: Arc<Mutex<u32>>,
+    in_flight: Arc<Mutex<u32>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = Receiver {
+            url: format!("http://{}/hook", l.local_addr().unwrap()),
+            acked: Arc::default(),
+            fail_next: Arc::default(),
+            hang_next: Arc::default(),
+            in_flight: Arc::default(),
+        };
+        let me = r.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = l.accept().await else {
+                    return;
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 8192];
+                    // Read headers, then Content-Length bytes of body.
+                    let (head_end, len) = loop {
+                        match sock.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            break (p + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[head_end..head_end + len])
+                            .unwrap_or(serde_json::Value::Null);
+                    let hang = {
+                        let mut h = me.hang_next.lock().unwrap();
+                        let x = *h > 0;
+                        if x {
+                            *h -= 1;
+                        }
+                        x
+                    };
+                    if hang {
+                        *me.in_flight.lock().unwrap() += 1;
+                        // Wait until the client goes away; nothing is acknowledged.
+                        let _ = sock.read(&mut tmp).await;
+                        *me.in_flight.lock().unwrap() -= 1;
+                        return;
+                    }
+                    let fail = {
+                        let mut f = me.fail_next.lock().unwrap();
+                        let x = *f > 0;
+                        if x {
+                            *f -= 1;
+                        }
+                        x
+                    };
+                    let resp: &[u8] = if fail {
+                        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\nConnection: close\r\n\r\nerror"
+                    } else {
+                        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{\"status\":\"success\"}"
+                    };
+                    if sock.write_all(resp).await.is_ok() && !fail {
+                        me.acked.lock().unwrap().push(body);
+                    }
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        r
+    }
+
+    fn acked(&self) -> Vec<serde_json::Value> {
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn config(tag: &str, min_risk: f64) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("coherence-alert-{tag}-{}.toml", std::process::id()));
+    std::fs::write(
+        &p,
+        format!(
+            "[alert]\nmin_risk = {min_risk}\nlink = \"https://grafana.example/d/coherence?incident={{id}}\"\n\n\
+             [[alert.slack]]\nname = \"slack\"\nwebhook_url_env = \"TEST_SLACK_URL\"\n\n\
+             [[alert.pagerduty]]\nname = \"pagerduty\"\nrouting_key_env = \"TEST_PD_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn alert(
+    db: &str,
+    cfg: &std::path::Path,
+    slack: &Receiver,
+    pd: &Receiver,
+    args: &[&str],
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_coherence-ingest"));
+    c.env("DATABASE_URL", db)
+        .env("TEST_SLACK_URL", &slack.url)
+        .env("TEST_PD_KEY", "pd-routing-key-SECRET")
+        .env("COHERENCE_ALLOW_TEST_BASE_URL", "1")
+        .env("COHERENCE_PD_EVENTS_URL", &pd.url)
+        .arg("alert")
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .kill_on_drop(true);
+    // Test-friendly defaults unless the test sets them.
+    for (flag, value) in [
+        ("--retry-base", "200ms"),
+        ("--poll", "300ms"),
+        ("--timeout", "3s"),
+    ] {
+        if !args.contains(&flag) {
+            c.args([flag, value]);
+        }
+    }
+    c
+}
+
+async fn scenario(tag: &str) -> (TestDb, i64) {
+    let db = TestDb::new(tag).await;
+    ok(ingest(&db.conn, &["simulate"]));
+    let c = connect(&db.conn).await;
+    c.query_one("SELECT coherence.run_detection()", &[])
+        .await
+        .unwrap();
+    let id: i64 = c
+        .query_one(
+            "SELECT id FROM coherence.incidents WHERE host = 'host-stressed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (db, id)
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_trigger_then_resolve_once() {
+    let (db, id) = scenario("alert_once").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    let cfg = config("once", 0.8);
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out} {err}");
+    assert!(
+        !out.contains("SECRET") && !err.contains("SECRET"),
+        "a secret was printed"
+    );
+    // The simulated incident is already resolved in data time: trigger, then resolve.
+    let s = slack.acked();
+    assert_eq!(s.len(), 2, "{s:?}");
+    let text = s[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("incident #{id}"))
+            && text.contains("host-stressed")
+            && text.contains("risk 1.00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("resource exhaustion")
+            && text.contains("13 error events")
+            && text.contains("CPU spike to 94.98%"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("incident={id}|Open incident #{id}")),
+        "{text}"
+    );
+    assert!(s[1]["text"].as_str().unwrap().contains("resolved"));
+    let p = pd.acked();
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(p[0]["event_action"], "trigger");
+    assert_eq!(p[0]["dedup_key"], id.to_string());
+    assert_eq!(p[0]["routing_key"], "pd-routing-key-SECRET");
+    assert_eq!(p[0]["payload"]["severity"], "critical");
+    assert_eq!(p[1]["event_action"], "resolve");
+    assert_eq!(p[1]["dedup_key"], id.to_string());
+    println!("slack body: {}\npagerduty body: {}", s[0], p[0]);
+
+    // Dedup: running again delivers nothing; the log has one row per (incident, dest, action).
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!((slack.acked().len(), pd.acked().len()), (2, 2));
+    let c = connect(&db.conn).await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM coherence.alert_deliveries WHERE status = 'delivered'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+
+    // Below the threshold nothing is sent.
+    let (db2, _) = scenario("alert_thresh").await;
+    let (s2, p2) = (Receiver::start().await, Receiver::start().await);
+    let o = alert(
+        &db2.conn,
+        &config("thresh", 1.0),
+        &s2,
+        &p2,
+        &["--once", "--min-risk", "1.0"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(o.status.success());
+    assert_eq!(s2.acked().len(), 2, "risk 1.0 meets min_risk 1.0");
+    let c2 = connect(&db2.conn).await;
+    c2.batch_execute(
+        "UPDATE coherence.incidents SET risk = 0.5; DELETE FROM coherence.alert_deliveries;",
+    )
+    .await
+    .unwrap();
+    let (s3, p3) = (Receiver::start().await, Receiver::start().await);
+    let o = alert(&db2.conn, &config("thresh2", 0.8), &s3, &p3, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    assert!(s3.acked().is_empty() && p3.acked().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_then_up_and_dead_destination_does_not_block() {
+    let (db, id) = scenario("alert_down").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    *pd.fail_next.lock().unwrap() = 3; // PagerDuty answers 500 three times
+    let mut child = alert(&db.conn, &config("down", 0.8), &slack, &pd, &[])
+        .spawn()
+        .unwrap();
+    // Slack is not held back by PagerDuty's failures.
+    wait_for("slack deliveries", 20, || slack.acked().len() == 2).await;
+    wait_for("pagerduty after recovery", 30, || pd.acked().len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // more polls: nothing repeats
+    child.kill().await.unwrap();
+    let p = pd.acked();
+    assert_eq!((p.len(), slack.acked().len()), (2, 2));
+    assert_eq!(
+        (p[0]["event_action"].as_str(), p[1]["event_action"].as_str()),
+        (Some("trigger"), Some("resolve"))
+    );
+    let c = connect(&db.conn).await;
+    let attempts: i32 = c
+        .query_one("SELECT attempts FROM coherence.alert_deliveries WHERE destination = 'pagerduty' AND action = 'trigger'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 4, "three failures, then delivered");
+    let _ = id;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_delivery_then_restarted_delivers_once() {
+    let (db, _) = scenario("alert_kill").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    *slack.hang_next.lock().unwrap() = 1; // the first Slack request hangs
+    let cfg = config("kill", 0.8);
+    let mut child = alert(&db.conn, &cfg, &slack, &pd, &["--timeout", "60s"])
+        .spawn()
+        .unwrap();
+    wait_for("a delivery in flight", 20, || {
+        *slack.in_flight.lock().unwrap() == 1
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    child.wait().await.unwrap();
+    wait_for("the receiver to see the client gone", 10, || {
+        *slack.in_flight.lock().unwrap() == 0
+    })
+    .await;
+    assert!(
+        slack.acked().is_empty(),
+        "nothing was acknowledged before the kill"
+    );
+    // Restart: the pending row is delivered, once.
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = slack.acked();
+    assert_eq!(s.len(), 2, "trigger and resolve once each: {s:?}");
+    assert_eq!(pd.acked().len(), 2);
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        (slack.acked().len(), pd.acked().len()),
+        (2, 2),
+        "a second restart repeats nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_for_new_incidents() {
+    let db = TestDb::new("alert_listen").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    let mut child = alert(
+        &db.conn,
+        &config("listen", 0.8),
+        &slack,
+        &pd,
+        &["--poll", "60s"],
+    )
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(slack.acked().is_empty());
+    ok(ingest(&db.conn, &["simulate"]));
+    connect(&db.conn)
+        .await
+        .query_one("SELECT coherence.run_detection()", &[])
+        .await
+        .unwrap();
+    // Delivered on the NOTIFY, well before the 60 s poll.
+    wait_for("delivery on NOTIFY", 15, || {
+        slack.acked().len() == 2 && pd.acked().len() == 2
+    })
+    .await;
+    child.kill().await.unwrap();
+}
