@@ -118,6 +118,8 @@ COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
 
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
     'Localized anomaly events of one series (arrays of times and values, any order): robust trailing median/MAD baseline with a seasonal check, both directions; one row per event with start, peak, end, robust score and risk. E.g. SELECT * FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.series_volatility_events(timestamptz[], double precision[], interval, double precision) IS
+    'Localized variance escalation of one series: 4-hour windows (date_bin-aligned) whose robust noise level (from first differences) is at least ratio times the median of the previous 6 windows; consecutive windows form one event.';
 COMMENT ON FUNCTION coherence.series_trend_event(timestamptz[], double precision[], double precision, double precision) IS
     'A significant leak-like trend of one series (fitted change > pct_threshold, R² >= 0.6, Mann-Kendall p < 0.001), with the time the fitted line reaches capacity; zero or one row.';
 
@@ -195,10 +197,19 @@ BEGIN
                            THEN format(', full at %s', to_char(t.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
                            ELSE '' END)
           FROM coherence.series_trend_event(s.ts, s.v, coherence.metric_capacity(s.metric)) t
+        UNION ALL
+        SELECT 'volatility', vo.kind, vo.started_at, vo.ended_at, vo.peak_at, vo.peak_value,
+               vo.baseline, vo.score, vo.risk,
+               format('%s:%s → volatility %sx its baseline (noise σ %s vs %s) from %s to %s',
+                      s.host, s.metric, round(vo.score::numeric, 1), round(vo.peak_value::numeric, 2),
+                      round(vo.baseline::numeric, 2),
+                      to_char(vo.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
+                      to_char(vo.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
+          FROM coherence.series_volatility_events(s.ts, s.v) vo
      ) ev
      ORDER BY ev.started_at, s.host, s.metric, ev.detector;
 END
 $fn$;
 
 COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz) IS
-    'Localized anomaly events for every series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: robust spikes, drops and level shifts (both directions), and significant leak-like trends with time to exhaustion. E.g. SELECT summary FROM coherence.detect_events(now() - interval ''48 hours'', now()) WHERE risk >= 0.8;';
+    'Localized anomaly events for every series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: robust spikes, drops and level shifts (both directions), volatility escalations, and significant leak-like trends with time to exhaustion. E.g. SELECT summary FROM coherence.detect_events(now() - interval ''48 hours'', now()) WHERE risk >= 0.8;';

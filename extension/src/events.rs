@@ -6,7 +6,8 @@
 use crate::errors::invalid_parameter;
 use coherence_core::detect::PG_EPOCH_US;
 use coherence_core::events::{
-    daily_season, detect_events, trend_event, Direction, EventParams, TrendEventParams,
+    daily_season, detect_events, trend_event, volatility_events, Direction, EventParams,
+    TrendEventParams, VolatilityParams,
 };
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -167,6 +168,65 @@ fn series_trend_event(
                 e.r2,
                 e.mk_z,
                 e.exhaustion_at.and_then(ts_of),
+                e.risk,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe)]
+fn series_volatility_events(
+    ts: Option<Array<TimestampWithTimeZone>>,
+    value: Option<Array<f64>>,
+    window: default!(Interval, "'4 hours'"),
+    ratio: default!(f64, 3.0),
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(points, i64),
+        name!(risk, f64),
+    ),
+> {
+    let us = window.as_micros();
+    if window.months() != 0 || us <= 0 || us > i64::MAX as i128 {
+        invalid_parameter(
+            "window must be a positive interval without months",
+            "The seed's window is interval '4 hours'.",
+        );
+    }
+    if !(ratio.is_finite() && ratio > 1.0) {
+        invalid_parameter(
+            "ratio must be a finite number greater than 1",
+            "The default is 3 (noise level 3x the baseline).",
+        );
+    }
+    let pts = points(ts, value);
+    let p = VolatilityParams {
+        window_us: us as i64,
+        ratio,
+        ..VolatilityParams::default()
+    };
+    let rows: Vec<_> = volatility_events(&pts, &p)
+        .into_iter()
+        .map(|e| {
+            (
+                e.kind.to_string(),
+                ts_of(e.started_at),
+                ts_of(e.ended_at),
+                ts_of(e.peak_at),
+                e.peak_value,
+                e.baseline,
+                e.peak_score,
+                e.points as i64,
                 e.risk,
             )
         })

@@ -58,3 +58,14 @@ SELECT 'db-1', 'memory', 40.0 + i / 10.0 + ((i * 31) % 7 - 3) * 0.1,
 SELECT host, metric, detector, kind, peak_at, round(risk::numeric, 2) AS risk, summary
   FROM coherence.detect_events('-infinity', 'infinity');
 SELECT * FROM coherence.detect_events('2025-02-01', '2025-01-01');
+
+-- Volatility: the noise is 5x higher from hour 24 to hour 32 of a 48-hour minute series.
+SELECT kind, started_at, ended_at, round(peak_value::numeric, 2) AS noise,
+       round(baseline::numeric, 2) AS baseline, round(score::numeric, 1) AS ratio, points,
+       round(risk::numeric, 2) AS risk
+  FROM coherence.series_volatility_events(
+        (SELECT array_agg('2025-12-11 08:00+00'::timestamptz + i * interval '1 minute') FROM generate_series(0, 2879) i),
+        (SELECT array_agg(20.0 + ((i * 7919) % 13 - 6) * CASE WHEN i / 60 BETWEEN 24 AND 31 THEN 5 ELSE 1 END)
+           FROM generate_series(0, 2879) i));
+SELECT * FROM coherence.series_volatility_events(ARRAY[now()], ARRAY[1.0]::float8[], ratio => 1.0);
+SELECT * FROM coherence.series_volatility_events(ARRAY[now()], ARRAY[1.0]::float8[], "window" => '1 month');

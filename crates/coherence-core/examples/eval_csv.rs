@@ -4,7 +4,9 @@
 //!
 //!   cargo run --release -p coherence-core --example eval_csv -- ../shared/datasets/cloud-monitoring/data
 
-use coherence_core::events::{daily_season, detect_events, EventParams};
+use coherence_core::events::{
+    daily_season, detect_events, volatility_events, EventParams, VolatilityParams,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -208,10 +210,21 @@ fn main() {
                 min_scale_frac: envf("FRAC", dp.min_scale_frac),
                 ..dp
             };
-            let ours: Vec<(i64, i64)> = detect_events(&pts, &params)
+            let mut ours: Vec<(i64, i64)> = detect_events(&pts, &params)
                 .iter()
                 .map(|e| (e.started_at, e.ended_at))
                 .collect();
+            if std::env::var("NOVOL").is_err() {
+                let vp = VolatilityParams {
+                    ratio: envf("VOLR", 3.0),
+                    ..VolatilityParams::default()
+                };
+                ours.extend(
+                    volatility_events(&pts, &vp)
+                        .iter()
+                        .map(|e| (e.started_at, e.ended_at)),
+                );
+            }
             let seed = seed_rules(&ts, &v);
             let folder = dir.file_name().unwrap().to_string_lossy().to_string();
             let e = folders.entry(folder).or_default();

@@ -412,6 +412,31 @@ fn build(
         ));
     }
     for c in context {
+        if c.anomaly_kind == "volatility_up" {
+            let ratio = c
+                .baseline
+                .filter(|b| *b > 0.0)
+                .map(|b| c.peak_value / b)
+                .unwrap_or(f64::NAN);
+            lines.push(format!(
+                "- {} volatility {ratio:.1}x its baseline (sustained)",
+                metric_label(&c.metric)
+            ));
+            continue;
+        }
+        if c.anomaly_kind != "leak" {
+            let dir = if c.anomaly_kind == "level_shift_down" {
+                "down"
+            } else {
+                "up"
+            };
+            lines.push(format!(
+                "- {} level shift {dir} to {} (sustained)",
+                metric_label(&c.metric),
+                val(c.peak_value, &c.unit)
+            ));
+            continue;
+        }
         // The latest sample at or before the first error; else the fitted line there.
         let v = samples
             .iter()
@@ -426,13 +451,8 @@ fn build(
                 }
                 _ => c.peak_value,
             });
-        let note = if c.anomaly_kind == "leak" {
-            "leak progression"
-        } else {
-            "sustained shift"
-        };
         lines.push(format!(
-            "- {} at {} ({note})",
+            "- {} at {} (leak progression)",
             metric_label(&c.metric),
             val(v, &c.unit)
         ));
@@ -598,6 +618,50 @@ mod tests {
         assert_eq!(i.risk, 1.0);
         assert!(i.context_ids.contains(&"anomaly:101".to_string()));
         assert!(!i.signal_ids.contains(&"anomaly:102".to_string()));
+    }
+
+    #[test]
+    fn context_lines_by_kind() {
+        let mut s = vec![
+            err(1, "h", T),
+            err(2, "h", T + MIN),
+            err(3, "h", T + 2 * MIN),
+        ];
+        let mut v = anom(
+            7,
+            "h",
+            "cpu",
+            "volatility_up",
+            T - 4 * 60 * MIN,
+            T + 60 * MIN,
+            6.0,
+            0.8,
+        );
+        v.baseline = Some(1.5);
+        s.push(v);
+        s.push(anom(
+            8,
+            "h",
+            "disk",
+            "level_shift_up",
+            T - 3 * 60 * MIN,
+            T + 60 * MIN,
+            91.0,
+            0.9,
+        ));
+        let i = &correlate(&s, &[], &CorrelateParams::default())[0];
+        assert!(
+            i.narrative
+                .contains("- CPU volatility 4.0x its baseline (sustained)"),
+            "{}",
+            i.narrative
+        );
+        assert!(
+            i.narrative
+                .contains("- Disk level shift up to 91.00% (sustained)"),
+            "{}",
+            i.narrative
+        );
     }
 
     #[test]

@@ -731,3 +731,163 @@ mod trend_tests {
         assert!(trend_event(&flat[..5], &TrendEventParams::default()).is_none());
     }
 }
+
+/// Parameters of localized volatility events.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VolatilityParams {
+    /// Window width in microseconds (the seed's 4 hours), aligned like `date_bin(..., '2000-01-01')`.
+    pub window_us: i64,
+    /// A window is volatile when its noise level is at least this multiple of the baseline's.
+    pub ratio: f64,
+    /// Previous windows whose median noise level is the baseline.
+    pub history: usize,
+    /// Points a window needs to be judged.
+    pub min_points: usize,
+}
+
+impl Default for VolatilityParams {
+    fn default() -> Self {
+        VolatilityParams {
+            window_us: 4 * crate::USEC_PER_HOUR,
+            ratio: 3.0,
+            history: 6,
+            min_points: 8,
+        }
+    }
+}
+
+/// Localized variance escalation: windows whose noise level (robust, from first differences,
+/// so neither a level shift nor a single spike inflates it) is at least `ratio` times the
+/// median noise level of the previous `history` non-volatile windows. Consecutive volatile
+/// windows form one event; `peak_value` is the peak window's noise level (σ units of the
+/// metric), `baseline` the baseline's, `peak_score` their ratio.
+pub fn volatility_events(points: &[(i64, f64)], p: &VolatilityParams) -> Vec<AnomalyEvent> {
+    let mut out = Vec::new();
+    if p.window_us <= 0 || !(p.ratio.is_finite() && p.ratio > 1.0) {
+        return out;
+    }
+    let origin = crate::detect::PG_EPOCH_US as i128;
+    let w = p.window_us as i128;
+    // (window start, first ts, last ts, noise level) for windows with enough points.
+    let mut windows: Vec<(i64, i64, i64, f64)> = Vec::new();
+    let mut i = 0;
+    let pts: Vec<(i64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    while i < pts.len() {
+        let key = (origin + ((pts[i].0 as i128 - origin).div_euclid(w)) * w) as i64;
+        let mut j = i;
+        while j < pts.len()
+            && (origin + ((pts[j].0 as i128 - origin).div_euclid(w)) * w) as i64 == key
+        {
+            j += 1;
+        }
+        if j - i >= p.min_points.max(3) {
+            let xs: Vec<f64> = pts[i..j].iter().map(|x| x.1).collect();
+            let mut d: Vec<f64> = xs.windows(2).map(|v| (v[1] - v[0]).abs()).collect();
+            let noise = 1.4826 * median_of(&mut d) / std::f64::consts::SQRT_2;
+            windows.push((key, pts[i].0, pts[j - 1].0, noise));
+        }
+        i = j;
+    }
+    let q = quantum(&pts.iter().map(|x| x.1).collect::<Vec<_>>());
+    let floor = if q.is_finite() { q / 2.0 } else { 0.0 };
+    let mut base_hist: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    let mut open: Option<AnomalyEvent> = None;
+    for &(_, first, last, noise) in &windows {
+        let mut volatile = false;
+        let mut ratio = 0.0;
+        let mut base = f64::NAN;
+        if base_hist.len() >= 3 {
+            let mut b: Vec<f64> = base_hist.iter().copied().collect();
+            base = median_of(&mut b);
+            let denom = base.max(floor).max(f64::MIN_POSITIVE);
+            ratio = noise / denom;
+            volatile = ratio >= p.ratio && noise > floor;
+        }
+        if volatile {
+            let risk = (0.5 + 0.5 * (ratio - p.ratio) / p.ratio).clamp(0.0, 1.0);
+            match open.as_mut() {
+                Some(e) => {
+                    e.ended_at = last;
+                    e.points += 1;
+                    if ratio > e.peak_score {
+                        e.peak_at = first;
+                        e.peak_value = noise;
+                        e.peak_score = ratio;
+                        e.risk = risk;
+                    }
+                }
+                None => {
+                    open = Some(AnomalyEvent {
+                        started_at: first,
+                        ended_at: last,
+                        peak_at: first,
+                        peak_value: noise,
+                        baseline: base,
+                        peak_score: ratio,
+                        points: 1,
+                        risk,
+                        kind: "volatility_up",
+                    })
+                }
+            }
+        } else {
+            if let Some(e) = open.take() {
+                out.push(e);
+            }
+            base_hist.push_back(noise);
+            if base_hist.len() > p.history {
+                base_hist.pop_front();
+            }
+        }
+    }
+    if let Some(e) = open.take() {
+        out.push(e);
+    }
+    out
+}
+
+#[cfg(test)]
+mod volatility_tests {
+    use super::*;
+    const MIN: i64 = 60_000_000;
+    const T0: i64 = 1_765_440_000_000_000; // 2025-12-11 08:00 UTC, window-aligned
+
+    #[test]
+    fn a_volatile_stretch_is_one_event() {
+        let mut r = crate::rng::Rng::new(3);
+        // 48 h a minute; hours 24..32 have 5x the noise, plus a level shift at hour 36.
+        let pts: Vec<(i64, f64)> = (0..2880)
+            .map(|i| {
+                let h = i / 60;
+                let sd = if (24..32).contains(&h) { 5.0 } else { 1.0 };
+                let shift = if h >= 36 { 50.0 } else { 0.0 };
+                (T0 + i * MIN, 20.0 + shift + sd * r.normal())
+            })
+            .collect();
+        let ev = volatility_events(&pts, &VolatilityParams::default());
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(ev[0].started_at, T0 + 24 * 60 * MIN);
+        assert_eq!(ev[0].ended_at, T0 + (32 * 60 - 1) * MIN);
+        assert_eq!(ev[0].points, 2, "two 4-hour windows");
+        assert!((ev[0].peak_score - 5.0).abs() < 1.0, "{ev:?}");
+        assert!(ev[0].risk >= 0.5);
+    }
+
+    #[test]
+    fn steady_noise_spikes_and_short_series_give_nothing() {
+        let mut r = crate::rng::Rng::new(4);
+        let mut pts: Vec<(i64, f64)> = (0..2880)
+            .map(|i| (T0 + i * MIN, 20.0 + r.normal()))
+            .collect();
+        pts[1500].1 = 500.0; // one spike is not volatility
+        assert!(volatility_events(&pts, &VolatilityParams::default()).is_empty());
+        assert!(volatility_events(&pts[..100], &VolatilityParams::default()).is_empty());
+        assert!(volatility_events(&[], &VolatilityParams::default()).is_empty());
+        let c: Vec<(i64, f64)> = (0..2880).map(|i| (T0 + i * MIN, 7.0)).collect();
+        assert!(volatility_events(&c, &VolatilityParams::default()).is_empty());
+    }
+}
