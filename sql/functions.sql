@@ -41,10 +41,12 @@ COMMENT ON FUNCTION coherence.trend_deserialize(bytea, internal) IS 'Internal: d
 COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function of coherence.trend.';
 
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
--- inlinable SQL function (no SET clause), so the range conditions reach the tables' indexes.
+-- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
+-- set-returning functions), so callers get one plan over the tables, no materialized result.
+-- NULL arguments give no rows (the comparisons are never true).
 CREATE FUNCTION coherence.samples(since timestamptz, until timestamptz)
 RETURNS TABLE (host text, metric text, ts timestamptz, value double precision)
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $fn$
     SELECT m.host, m.metric_name, m."timestamp", m.value
       FROM coherence.metrics m

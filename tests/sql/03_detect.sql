@@ -32,3 +32,10 @@ SELECT sum(points) FILTER (WHERE detector = 'trend') AS points
 -- Bad windows are errors with a hint; NULL arguments give no rows (STRICT).
 SELECT * FROM coherence.detect('2025-12-14', '2025-12-11');
 SELECT count(*) FROM coherence.detect(NULL, now());
+SELECT count(*) AS samples_with_null FROM coherence.samples(NULL, now());
+-- coherence.samples is inlined into the caller's plan (no Function Scan materializing rows).
+CREATE FUNCTION pg_temp.plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS
+$$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (COSTS OFF) ' || q; END $$;
+SELECT count(*) FILTER (WHERE line LIKE '%Function Scan%') AS function_scans,
+       count(*) FILTER (WHERE line ~ ' on (metrics|signal_events) ') AS table_scans
+  FROM pg_temp.plan($q$SELECT * FROM coherence.samples('2025-12-11', '2025-12-12')$q$) AS line;
