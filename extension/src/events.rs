@@ -45,6 +45,33 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
     pts
 }
 
+/// One row of `series_events` / `series_volatility_events`.
+type EventRow = (
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    f64,
+    f64,
+    f64,
+    i64,
+    f64,
+);
+
+fn event_row(e: coherence_core::events::AnomalyEvent) -> EventRow {
+    (
+        e.kind.to_string(),
+        ts_of(e.started_at),
+        ts_of(e.ended_at),
+        ts_of(e.peak_at),
+        e.peak_value,
+        e.baseline,
+        e.peak_score,
+        e.points as i64,
+        e.risk,
+    )
+}
+
 #[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe)]
 fn series_events(
@@ -104,19 +131,7 @@ fn series_events(
     }
     let rows: Vec<_> = detect_events(&pts, &params)
         .into_iter()
-        .map(|e| {
-            (
-                e.kind.to_string(),
-                ts_of(e.started_at),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                e.peak_value,
-                e.baseline,
-                e.peak_score,
-                e.points as i64,
-                e.risk,
-            )
-        })
+        .map(event_row)
         .collect();
     TableIterator::new(rows)
 }
@@ -217,19 +232,7 @@ fn series_volatility_events(
     };
     let rows: Vec<_> = volatility_events(&pts, &p)
         .into_iter()
-        .map(|e| {
-            (
-                e.kind.to_string(),
-                ts_of(e.started_at),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                e.peak_value,
-                e.baseline,
-                e.peak_score,
-                e.points as i64,
-                e.risk,
-            )
-        })
+        .map(event_row)
         .collect();
     TableIterator::new(rows)
 }
