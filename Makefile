@@ -33,6 +33,9 @@ install: setup ## Build and install the extension into PostgreSQL 15
 	@cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG) > ../target/pgrx-install.log 2>&1 \
 	  || { cat ../target/pgrx-install.log >&2; echo "install: failed" >&2; exit 1; }
 	@test -f "$$($(PG_CONFIG) --sharedir)/extension/coherence.control" || { echo "install failed" >&2; exit 1; }
+	@# Earlier releases' install scripts, so CREATE EXTENSION coherence VERSION '0.1.0' works
+	@# (the upgrade test installs 0.1.0 with data and updates it).
+	@$(if $(SUDO_FLAG),sudo) install -m 0644 extension/sql/archive/coherence--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
 
 start: ## Start the local cluster (no-op with DATABASE_URL)
 	@scripts/pg.sh start

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# make eval: load the labelled cloud-monitoring series into a scratch database, run
-# coherence.detect_events in the database, and score it next to the seed's rules localized.
+# make eval: score coherence.find_events (in the database, on the labelled cloud-monitoring
+# series) next to the seed's rules, generalized ESD and IQR, with the event-level protocol of
+# eval/score.py. The series are loaded into a table of their own (schema coherence_eval) and
+# read with the any-table pattern; coherence.metrics and the other extension tables are never
+# touched. Without DATABASE_URL a scratch database (coherence_eval) on the local cluster is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${EVAL_DATA:-eval/cloud-monitoring/data}
-DB=coherence_eval
+OUT=target/eval
+mkdir -p "$OUT"
 scripts/pg.sh start
 if [ -n "${DATABASE_URL:-}" ]; then
     URL=$DATABASE_URL
     psql -X -q "$URL" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS coherence" >/dev/null
 else
-    psql -X -q "$(scripts/pg.sh url postgres)" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-    URL=$(scripts/pg.sh url "$DB")
+    psql -X -q "$(scripts/pg.sh url postgres)" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS coherence_eval WITH (FORCE)" -c "CREATE DATABASE coherence_eval"
+    URL=$(scripts/pg.sh url coherence_eval)
     psql -X -q "$URL" -c "CREATE EXTENSION coherence"
 fi
 {
@@ -24,7 +28,13 @@ fi
         folder=$(basename "$(dirname "$f")"); file=$(basename "$f" .csv)
         echo "TRUNCATE raw;"
         echo "\\copy raw FROM '$f' WITH (FORMAT csv, HEADER true)"
-        echo "INSERT INTO coherence_eval.points SELECT '$folder', '$file', (ts || CASE WHEN ts ~ '(Z|[+-]\\d\\d(:?\\d\\d)?)\$' THEN '' ELSE 'Z' END)::timestamptz, value::float8, coalesce(nullif(label, '')::int, 0) FROM raw;"
+        echo "INSERT INTO coherence_eval.points SELECT '$folder', '$file', (ts || CASE WHEN ts ~ '(Z|[+-]\\d\\d(:?\\d\\d)?)\$' THEN '' ELSE 'Z' END)::timestamptz, nullif(value, '')::float8, coalesce(nullif(label, '')::int, 0) FROM raw;"
     done
 } | PGTZ=UTC psql -X -q "$URL" -v ON_ERROR_STOP=1 >/dev/null
-PGTZ=UTC psql -X -q "$URL" -v ON_ERROR_STOP=1 -f sql/eval.sql
+PGTZ=UTC psql -X -q "$URL" -v ON_ERROR_STOP=1 -f sql/eval.sql > "$OUT/coherence.csv"
+python3 -m venv target/eval-venv >/dev/null 2>&1 || true
+target/eval-venv/bin/python -c 'import numpy, scipy' 2>/dev/null \
+    || target/eval-venv/bin/pip install --quiet numpy scipy
+EVAL_SUMMARY="$OUT/summary.txt" target/eval-venv/bin/python eval/score.py "$DATA" "$OUT/coherence.csv"
+echo
+echo "events: $OUT/coherence.csv; headline: $OUT/summary.txt (floor in eval/floor.txt, checked by make test)"

@@ -90,8 +90,7 @@ BEGIN
                coherence.variance_escalation(s.ts, s.value) AS v,
                coherence.spikes(s.ts, s.value) AS sp,
                coherence.trend(s.ts, s.value) AS t,
-               CASE WHEN s.metric IN ('cpu', 'memory', 'disk') OR s.metric ~ '(pct|percent)'
-                    THEN '%' ELSE '' END AS unit
+               coherence.metric_unit(s.metric) AS unit
           FROM samples s
          GROUP BY s.host, s.metric
     )
@@ -118,22 +117,25 @@ $fn$;
 COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
     'Seed verdicts for every (host, metric) series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: one row per series and detector, e.g. SELECT summary FROM coherence.detect(now() - interval ''48 hours'', now()) WHERE flagged;';
 
+COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text) IS
+    'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
-    'Localized anomaly events of one series (arrays of times and values, any order): robust trailing median/MAD baseline with a seasonal check, both directions; one row per event with start, peak, end, robust score and risk. E.g. SELECT * FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
+    'The 0.1.0 form of coherence.find_events (same detectors and risk; no detector or summary column, no report_from). E.g. SELECT kind, peak_at, risk FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.series_period(timestamptz[], double precision[]) IS
+    'The period learned from one series (hourly, daily or weekly, by autocorrelation of the detrended series at that lag), or NULL with the candidates that lacked history. E.g. SELECT * FROM coherence.series_period(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.anomaly_kinds() IS
+    'Every anomaly kind with the detector that reports it and what it means. E.g. SELECT * FROM coherence.anomaly_kinds();';
+COMMENT ON FUNCTION coherence.metric_capacity(text) IS
+    'Capacity used for time to exhaustion: 100 for percent metrics (cpu, memory, disk, *pct*, *percent*), else NULL. E.g. SELECT coherence.metric_capacity(''cpu'');';
+COMMENT ON FUNCTION coherence.metric_unit(text) IS
+    'Unit shown after values of a metric: % for percent metrics (cpu, memory, disk, *pct*, *percent*), else the empty string. E.g. SELECT coherence.metric_unit(''disk_pct'');';
 COMMENT ON FUNCTION coherence.series_volatility_events(timestamptz[], double precision[], interval, double precision) IS
-    'Localized variance escalation of one series: 4-hour windows (date_bin-aligned) whose robust noise level (from first differences) is at least ratio times the median of the previous 6 windows; consecutive windows form one event.';
+    'Variance changes of one series, both directions: date_bin-aligned windows whose robust noise level (from first differences) is at least ratio times (or at most 1/ratio of) the median of the previous 6 normal windows and significant; consecutive windows form one event. E.g. SELECT * FROM coherence.series_volatility_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_trend_event(timestamptz[], double precision[], double precision, double precision) IS
     'A significant leak-like trend of one series (fitted change > pct_threshold, R² >= 0.6, Mann-Kendall p < 0.001), with the time the fitted line reaches capacity; zero or one row.';
 
--- The unit shown after values of a metric: percent for the usual resource metrics.
-CREATE FUNCTION coherence.metric_capacity(metric text)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN CASE WHEN metric IN ('cpu', 'memory', 'disk') OR metric ~ '(pct|percent)' THEN 100.0 END;
-COMMENT ON FUNCTION coherence.metric_capacity(text) IS
-    'Capacity used for time to exhaustion: 100 for percent metrics (cpu, memory, disk, *pct*, *percent*), else NULL.';
-
-CREATE FUNCTION coherence.detect_events(since timestamptz, until timestamptz)
+CREATE FUNCTION coherence.detect_events(since timestamptz, until timestamptz,
+                                        lookback interval DEFAULT interval '7 days')
 RETURNS TABLE (
     host       text,
     metric     text,
@@ -157,61 +159,29 @@ BEGIN
         RAISE EXCEPTION 'since must be earlier than until'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('since = %s, until = %s', since, until),
-                  HINT = 'Example: SELECT * FROM coherence.detect_events(now() - interval ''48 hours'', now());';
+                  HINT = 'Example: SELECT * FROM coherence.detect_events(now() - interval ''1 hour'', now());';
+    END IF;
+    IF lookback < interval '0' THEN
+        RAISE EXCEPTION 'lookback must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s', lookback),
+                  HINT = 'The default is interval ''7 days'' of history before since.';
     END IF;
     RETURN QUERY
-    WITH samples AS (
-        SELECT * FROM coherence.samples(since, until)
-    ), series AS (
-        SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v,
-               CASE WHEN coherence.metric_capacity(s.metric) IS NOT NULL THEN '%' ELSE '' END AS unit
-          FROM samples s
+    WITH series AS (
+        SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v
+          FROM coherence.samples(since - lookback, until) s
          GROUP BY s.host, s.metric
     )
     -- One LATERAL per series, so the arrays are built once and never materialized.
-    SELECT s.host, s.metric, ev.detector, ev.kind, ev.started_at, ev.ended_at, ev.peak_at,
-           ev.peak_value, ev.baseline, ev.score, ev.risk, ev.summary
+    SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
+           e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
-     CROSS JOIN LATERAL (
-        SELECT 'robust'::text AS detector, e.kind, e.started_at, e.ended_at,
-               e.peak_at, e.peak_value, e.baseline, e.score, e.risk,
-               format('%s:%s → %s %s%s at %s (baseline %s%s, %s robust σ%s)',
-                      s.host, s.metric,
-                      CASE e.kind WHEN 'spike' THEN 'spike to' WHEN 'drop' THEN 'drop to'
-                                  WHEN 'level_shift_up' THEN 'level shift up to'
-                                  ELSE 'level shift down to' END,
-                      round(e.peak_value::numeric, 2), s.unit,
-                      to_char(e.peak_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
-                      round(e.baseline::numeric, 2), s.unit, round(abs(e.score)::numeric, 1),
-                      CASE WHEN e.points > 1
-                           THEN format(', %s points until %s', e.points,
-                                       to_char(e.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
-                           ELSE '' END) AS summary
-          FROM coherence.series_events(s.ts, s.v) e
-        UNION ALL
-        SELECT 'trend', 'leak', t.started_at, t.ended_at, t.ended_at,
-               t.fitted_end, t.fitted_start, t.mk_z, t.risk,
-               format('%s:%s → leak pattern: %s%s → %s%s (+%s%%, R² %s)%s',
-                      s.host, s.metric, round(t.fitted_start::numeric, 2), s.unit,
-                      round(t.fitted_end::numeric, 2), s.unit, round(t.pct_change::numeric),
-                      round(t.r2::numeric, 2),
-                      CASE WHEN t.exhaustion_at IS NOT NULL
-                           THEN format(', full at %s', to_char(t.exhaustion_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
-                           ELSE '' END)
-          FROM coherence.series_trend_event(s.ts, s.v, coherence.metric_capacity(s.metric)) t
-        UNION ALL
-        SELECT 'volatility', vo.kind, vo.started_at, vo.ended_at, vo.peak_at, vo.peak_value,
-               vo.baseline, vo.score, vo.risk,
-               format('%s:%s → volatility %sx its baseline (noise σ %s vs %s) from %s to %s',
-                      s.host, s.metric, round(vo.score::numeric, 1), round(vo.peak_value::numeric, 2),
-                      round(vo.baseline::numeric, 2),
-                      to_char(vo.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'),
-                      to_char(vo.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"'))
-          FROM coherence.series_volatility_events(s.ts, s.v) vo
-     ) ev
-     ORDER BY ev.started_at, s.host, s.metric, ev.detector;
+     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, report_from => since,
+                                              host => s.host, metric => s.metric) e
+     ORDER BY e.started_at, s.host, s.metric, e.detector;
 END
 $fn$;
 
-COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz) IS
-    'Localized anomaly events for every series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: robust spikes, drops and level shifts (both directions), volatility escalations, and significant leak-like trends with time to exhaustion. E.g. SELECT summary FROM coherence.detect_events(now() - interval ''48 hours'', now()) WHERE risk >= 0.8;';
+COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz, interval) IS
+    'Anomaly events of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';

@@ -206,7 +206,7 @@ BEGIN
 
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
-            SELECT * FROM coherence.detect_events(v_since, v_until)
+            SELECT * FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since)
         ), up AS (
             INSERT INTO coherence.anomalies AS a
                    (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
@@ -234,7 +234,7 @@ BEGIN
                    (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
                    (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
                    a.peak_value, a.risk, a.baseline,
-                   CASE WHEN coherence.metric_capacity(a.metric) IS NOT NULL THEN '%' ELSE '' END AS unit
+                   coherence.metric_unit(a.metric) AS unit
               FROM coherence.anomalies a
              WHERE a.ended_at >= v_since AND a.started_at < v_until
             UNION ALL

@@ -1,13 +1,14 @@
-//! Localized events: `coherence.series_events` (robust level/spike detector) and
-//! `coherence.series_trend_event` (significant leak-like trend with time to exhaustion), both
-//! over one series given as arrays. `coherence.detect_events` (sql/functions.sql) runs them
-//! over every series in the tables.
+//! Localized events over one series given as arrays: `coherence.series_events` (every
+//! detector, calibrated risk, summary), `coherence.series_period` (the learned period),
+//! `coherence.series_trend_event` and `coherence.series_volatility_events` (one detector each),
+//! plus the kind catalogue and the percent rule. `coherence.detect_events`
+//! (sql/functions.sql) runs `series_events` over every series in the tables.
 
 use crate::errors::invalid_parameter;
 use coherence_core::detect::PG_EPOCH_US;
 use coherence_core::events::{
-    daily_season, detect_events, trend_event, volatility_events, Direction, EventParams,
-    TrendEventParams, VolatilityParams,
+    analyze, detect_period, metric_capacity, metric_unit, trend_event, volatility_events,
+    AnomalyEvent, Direction, EventParams, Kind, TrendEventParams, VolatilityParams,
 };
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -45,7 +46,7 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
     pts
 }
 
-/// One row of `series_events` / `series_volatility_events`.
+/// One row of `series_volatility_events`.
 type EventRow = (
     String,
     Option<TimestampWithTimeZone>,
@@ -58,7 +59,7 @@ type EventRow = (
     f64,
 );
 
-fn event_row(e: coherence_core::events::AnomalyEvent) -> EventRow {
+fn event_row(e: AnomalyEvent) -> EventRow {
     (
         e.kind.to_string(),
         ts_of(e.started_at),
@@ -72,14 +73,141 @@ fn event_row(e: coherence_core::events::AnomalyEvent) -> EventRow {
     )
 }
 
+/// Parameters of `series_events`; NULL means the core's default ([`EventParams::default`]).
+#[allow(clippy::too_many_arguments)]
+fn event_params(
+    window_points: Option<i32>,
+    threshold: Option<f64>,
+    direction: Option<&str>,
+    season_points: Option<i32>,
+    report_from: Option<TimestampWithTimeZone>,
+    min_risk: Option<f64>,
+) -> EventParams {
+    let d = EventParams::default();
+    let direction = match direction {
+        None => d.direction,
+        Some(s) => s.parse::<Direction>().unwrap_or_else(|e: String| {
+            invalid_parameter(
+                &e,
+                "Use 'both' (default), 'up' (rises only) or 'down' (drops only).",
+            )
+        }),
+    };
+    let window = match window_points {
+        None => d.window,
+        Some(w) if (3..=1_000_000).contains(&w) => w as usize,
+        Some(_) => invalid_parameter(
+            "window_points must be between 3 and 1000000",
+            "The default (NULL) is 192 points.",
+        ),
+    };
+    let season = match season_points {
+        None => None,
+        Some(s) if (0..=10_000_000).contains(&s) => Some(s as usize),
+        Some(_) => invalid_parameter(
+            "season_points must be 0 (no seasonal check) or a positive number of points",
+            "Leave it NULL to learn the period (hourly, daily or weekly) from the data.",
+        ),
+    };
+    let report_from = match report_from {
+        Some(t) if t.is_finite() => t.into_inner().saturating_add(PG_EPOCH_US),
+        Some(t) if t.is_infinity() => i64::MAX,
+        _ => i64::MIN,
+    };
+    let p = EventParams {
+        window,
+        threshold: threshold.unwrap_or(d.threshold),
+        direction,
+        season,
+        min_risk: min_risk.unwrap_or(d.min_risk),
+        report_from,
+        ..d
+    };
+    if let Err(e) = p.validate() {
+        invalid_parameter(
+            &e,
+            "NULL means the default: threshold 8 (robust z), min_risk 0.2; see docs/detection.md.",
+        );
+    }
+    p
+}
+
+/// Anomaly events of one series given as arrays (any order): every detector of
+/// `coherence_core::events::analyze`, with calibrated risk and the summary line.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe)]
+fn find_events(
+    ts: Option<Array<TimestampWithTimeZone>>,
+    value: Option<Array<f64>>,
+    window_points: default!(Option<i32>, "NULL"),
+    threshold: default!(Option<f64>, "NULL"),
+    direction: default!(Option<&str>, "NULL"),
+    season_points: default!(Option<i32>, "NULL"),
+    report_from: default!(Option<TimestampWithTimeZone>, "NULL"),
+    min_risk: default!(Option<f64>, "NULL"),
+    host: default!(Option<&str>, "NULL"),
+    metric: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(detector, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(points, i64),
+        name!(risk, f64),
+        name!(summary, String),
+    ),
+> {
+    let params = event_params(
+        window_points,
+        threshold,
+        direction,
+        season_points,
+        report_from,
+        min_risk,
+    );
+    let pts = points(ts, value);
+    let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
+    let mut metric_params = params;
+    metric_params.trend.capacity = metric_capacity(metric);
+    let rows: Vec<_> = analyze(&pts, &metric_params)
+        .events
+        .into_iter()
+        .map(|e| {
+            let summary = e.summary(host, metric);
+            (
+                e.kind.to_string(),
+                e.kind.detector().to_string(),
+                ts_of(e.started_at),
+                ts_of(e.ended_at),
+                ts_of(e.peak_at),
+                e.peak_value,
+                e.baseline,
+                e.peak_score,
+                e.points as i64,
+                e.risk,
+                summary,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The 0.1.0 signature and columns, kept for existing callers: the same detectors as
+/// `find_events` (every kind, calibrated risk), without the summary.
 #[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe)]
 fn series_events(
     ts: Option<Array<TimestampWithTimeZone>>,
     value: Option<Array<f64>>,
-    window_points: default!(i32, 192),
-    threshold: default!(f64, 8.0),
-    direction: default!(&str, "'both'"),
+    window_points: default!(Option<i32>, 192),
+    threshold: default!(Option<f64>, 8.0),
+    direction: default!(Option<&str>, "'both'"),
     season_points: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -95,45 +223,85 @@ fn series_events(
         name!(risk, f64),
     ),
 > {
-    let dir: Direction = direction.parse().unwrap_or_else(|e: String| {
-        invalid_parameter(
-            &e,
-            "Use 'both' (default), 'up' (rises only) or 'down' (drops only).",
-        )
-    });
-    if window_points < 3 {
-        invalid_parameter(
-            "window_points must be at least 3",
-            "The default is 192 points.",
-        );
-    }
-    let pts = points(ts, value);
-    let season = match season_points {
-        Some(s) if s < 0 => invalid_parameter(
-            "season_points must be 0 (no seasonal check) or positive",
-            "Leave it NULL to use one day of samples when the series spans 3+ days.",
-        ),
-        Some(s) => s as usize,
-        None => daily_season(&pts.iter().map(|p| p.0).collect::<Vec<_>>()),
-    };
-    let params = EventParams {
-        window: window_points as usize,
+    let params = event_params(
+        window_points,
         threshold,
-        direction: dir,
-        season,
-        ..EventParams::default()
-    };
-    if let Err(e) = params.validate() {
-        invalid_parameter(
-            &e,
-            "Defaults: window_points 192, threshold 8 (robust z-score).",
-        );
-    }
-    let rows: Vec<_> = detect_events(&pts, &params)
+        direction,
+        season_points,
+        None,
+        None,
+    );
+    let pts = points(ts, value);
+    let rows: Vec<_> = analyze(&pts, &params)
+        .events
         .into_iter()
         .map(event_row)
         .collect();
     TableIterator::new(rows)
+}
+
+/// The period learned from one series: name, length and autocorrelation, or the reason none
+/// could be tested.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe)]
+fn series_period(
+    ts: Option<Array<TimestampWithTimeZone>>,
+    value: Option<Array<f64>>,
+) -> TableIterator<
+    'static,
+    (
+        name!(period, Option<String>),
+        name!(length, Option<Interval>),
+        name!(points, Option<i64>),
+        name!(acf, Option<f64>),
+        name!(untested, Vec<String>),
+    ),
+> {
+    let pts = points(ts, value);
+    let t: Vec<i64> = pts.iter().map(|p| p.0).collect();
+    let x: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let r = detect_period(&t, &x);
+    let row = match r.period {
+        Some(p) => (
+            Some(p.name.to_string()),
+            Interval::new(0, 0, p.length_us).ok(),
+            Some(p.points as i64),
+            Some(p.acf),
+            r.untested,
+        ),
+        None => (None, None, None, None, r.untested),
+    };
+    TableIterator::new(vec![row])
+}
+
+/// Every anomaly kind with its detector and meaning (one place: the core's `Kind`).
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe)]
+fn anomaly_kinds() -> TableIterator<
+    'static,
+    (
+        name!(kind, &'static str),
+        name!(detector, &'static str),
+        name!(description, &'static str),
+    ),
+> {
+    TableIterator::new(
+        Kind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.detector(), k.description())),
+    )
+}
+
+/// Capacity for time to exhaustion: 100 for percent metrics, else NULL.
+#[pg_extern(name = "metric_capacity", immutable, strict, parallel_safe)]
+fn metric_capacity_sql(metric: &str) -> Option<f64> {
+    metric_capacity(metric)
+}
+
+/// Unit suffix of a metric's values: '%' for percent metrics, else ''.
+#[pg_extern(name = "metric_unit", immutable, strict, parallel_safe)]
+fn metric_unit_sql(metric: &str) -> &'static str {
+    metric_unit(metric)
 }
 
 #[allow(clippy::type_complexity)]
@@ -142,7 +310,7 @@ fn series_trend_event(
     ts: Option<Array<TimestampWithTimeZone>>,
     value: Option<Array<f64>>,
     capacity: default!(Option<f64>, "NULL"),
-    pct_threshold: default!(f64, 30.0),
+    pct_threshold: default!(Option<f64>, 30.0),
 ) -> TableIterator<
     'static,
     (
@@ -158,6 +326,7 @@ fn series_trend_event(
         name!(risk, f64),
     ),
 > {
+    let pct_threshold = pct_threshold.unwrap_or(30.0);
     if !(pct_threshold.is_finite() && pct_threshold > 0.0) {
         invalid_parameter(
             "pct_threshold must be a finite number greater than 0",
@@ -195,8 +364,8 @@ fn series_trend_event(
 fn series_volatility_events(
     ts: Option<Array<TimestampWithTimeZone>>,
     value: Option<Array<f64>>,
-    window: default!(Interval, "'4 hours'"),
-    ratio: default!(f64, 3.0),
+    window: default!(Option<Interval>, "'4 hours'"),
+    ratio: default!(Option<f64>, 3.0),
 ) -> TableIterator<
     'static,
     (
@@ -211,6 +380,8 @@ fn series_volatility_events(
         name!(risk, f64),
     ),
 > {
+    let window = window.unwrap_or_else(|| Interval::new(0, 0, 4 * 3_600_000_000).unwrap());
+    let ratio = ratio.unwrap_or(3.0);
     let us = window.as_micros();
     if window.months() != 0 || us <= 0 || us > i64::MAX as i128 {
         invalid_parameter(
@@ -232,7 +403,10 @@ fn series_volatility_events(
     };
     let rows: Vec<_> = volatility_events(&pts, &p)
         .into_iter()
-        .map(event_row)
+        .map(|mut e| {
+            e.risk = coherence_core::events::risk::risk(e.p_value, e.tests_per_day, 0.0);
+            event_row(e)
+        })
         .collect();
     TableIterator::new(rows)
 }

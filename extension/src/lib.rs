@@ -28,7 +28,13 @@ extension_sql_file!(
         "aggregates",
         version,
         events::series_events,
-        events::series_trend_event
+        events::find_events,
+        events::series_period,
+        events::anomaly_kinds,
+        events::metric_capacity_sql,
+        events::metric_unit_sql,
+        events::series_trend_event,
+        events::series_volatility_events
     ]
 );
 extension_sql_file!("../../sql/incidents.sql", name = "incidents", finalize);

@@ -235,3 +235,39 @@ async fn clear_errors_for_bad_setup() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+#[tokio::test]
+async fn the_last_hour_of_the_scenario_finds_the_injected_cpu_spike() {
+    // "The last hour" as a user asks it: detect_events over [end − 1 h, end) with its default
+    // 7 days of lookback as the baseline, no warm-up knowledge needed.
+    let db = TestDb::new("lasthour").await;
+    ok(ingest(&db.conn, &["simulate"]));
+    let c = connect(&db.conn).await;
+    let rows = c
+        .query(
+            "WITH peak AS (
+                 SELECT \"timestamp\" AS at FROM coherence.metrics
+                  WHERE host = 'host-stressed' AND metric_name = 'cpu'
+                  ORDER BY value DESC, \"timestamp\" LIMIT 1)
+             SELECT e.kind, e.peak_at = peak.at, e.risk, e.summary
+               FROM peak, coherence.detect_events(peak.at - interval '30 minutes',
+                                                  peak.at + interval '30 minutes') e
+              WHERE e.host = 'host-stressed' AND e.metric = 'cpu' AND e.detector = 'robust'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r.get::<_, String>(0) == "spike" && r.get::<_, bool>(1)),
+        "{:?}",
+        rows.iter()
+            .map(|r| r.get::<_, String>(3))
+            .collect::<Vec<_>>()
+    );
+    let summary: String = rows[0].get(3);
+    assert!(
+        summary.contains("host-stressed:cpu → spike to 94.98%"),
+        "{summary}"
+    );
+}
