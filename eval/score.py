@@ -175,6 +175,24 @@ def prf(t):
     return p, r, f, fa
 
 
+def per_kind(series, path):
+    """Per kind (unmerged events): events on labelled series, share overlapping a widened
+    segment, and events on unlabelled series."""
+    out = defaultdict(lambda: [0, 0, 0])
+    segs = {k: segments(ts, lab) for k, (ts, _, lab) in series.items()}
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            g = segs.get((row["folder"], row["file"]), [])
+            t = out[row.get("kind") or "?"]
+            if not g:
+                t[2] += 1
+                continue
+            s, e = float(row["start"]), float(row["end"])
+            t[0] += 1
+            t[1] += any(s <= ge and e >= gs for gs, ge in g)
+    return out
+
+
 def read_events(path):
     ev = defaultdict(list)
     with open(path) as fh:
@@ -217,6 +235,10 @@ def main():
             print(f"  risk >= {lo:.1f}: {len(sel):4d} events, precision {prec:.2f}")
         dec = sorted({min(9, int(r * 10)) for r, _ in risks if not math.isnan(r)})
         print(f"  risk deciles used: {len(dec)} {dec}")
+        print(f"{m}: per kind (before merging): events on labelled series, precision, events on unlabelled")
+        path = [p for p in ours if os.path.basename(p)[:-4] == m][0]
+        for kind, (n, hit, unl) in sorted(per_kind(series, path).items()):
+            print(f"  {kind:18s} {n:4d}  {hit / n if n else float('nan'):4.2f}  {unl:3d}")
     # Machine-readable headline for the regression floor (make test).
     with open(os.environ.get("EVAL_SUMMARY", "/dev/null"), "w") as fh:
         for m in methods:

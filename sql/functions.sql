@@ -123,6 +123,8 @@ COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], i
     'The 0.1.0 form of coherence.find_events (same detectors and risk; no detector or summary column, no report_from). E.g. SELECT kind, peak_at, risk FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_period(timestamptz[], double precision[]) IS
     'The period learned from one series (hourly, daily or weekly, by autocorrelation of the detrended series at that lag), or NULL with the candidates that lacked history. E.g. SELECT * FROM coherence.series_period(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.default_min_risk() IS
+    'The risk below which events are not reported by default (0.2: such an event is expected less than once in about 4 days). E.g. SELECT coherence.default_min_risk();';
 COMMENT ON FUNCTION coherence.anomaly_kinds() IS
     'Every anomaly kind with the detector that reports it and what it means. E.g. SELECT * FROM coherence.anomaly_kinds();';
 COMMENT ON FUNCTION coherence.metric_capacity(text) IS
@@ -135,7 +137,8 @@ COMMENT ON FUNCTION coherence.series_trend_event(timestamptz[], double precision
     'A significant leak-like trend of one series (fitted change > pct_threshold, R² >= 0.6, Mann-Kendall p < 0.001), with the time the fitted line reaches capacity; zero or one row.';
 
 CREATE FUNCTION coherence.detect_events(since timestamptz, until timestamptz,
-                                        lookback interval DEFAULT interval '7 days')
+                                        lookback interval DEFAULT interval '7 days',
+                                        min_risk double precision DEFAULT NULL)
 RETURNS TABLE (
     host       text,
     metric     text,
@@ -150,11 +153,15 @@ RETURNS TABLE (
     risk       double precision,
     summary    text
 )
-LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 BEGIN
+    -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
+    IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
+        RETURN;
+    END IF;
     IF since >= until THEN
         RAISE EXCEPTION 'since must be earlier than until'
             USING ERRCODE = 'invalid_parameter_value',
@@ -177,11 +184,11 @@ BEGIN
     SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
            e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
-     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, report_from => since,
+     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, report_from => since, min_risk => min_risk,
                                               host => s.host, metric => s.metric) e
      ORDER BY e.started_at, s.host, s.metric, e.detector;
 END
 $fn$;
 
-COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz, interval) IS
-    'Anomaly events of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz, interval, double precision) IS
+    'Anomaly events (risk at least min_risk, default coherence.default_min_risk()) of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';

@@ -206,7 +206,15 @@ BEGIN
 
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
-            SELECT * FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since)
+            SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
+             WHERE d.risk >= coherence.default_min_risk()
+                -- Context of an error burst: a robust event on the host that ends at most
+                -- `tolerance` before an error is kept whatever its risk (routine for the series
+                -- alone, it still explains the burst; the burst is the news).
+                OR (d.detector = 'robust' AND EXISTS (
+                       SELECT 1 FROM coherence.signal_events e
+                        WHERE e.host = d.host AND e.severity = 'error'
+                          AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
         ), up AS (
             INSERT INTO coherence.anomalies AS a
                    (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,

@@ -292,6 +292,12 @@ fn anomaly_kinds() -> TableIterator<
     )
 }
 
+/// The risk below which events are not reported by default (the core's `min_risk`).
+#[pg_extern(immutable, parallel_safe)]
+fn default_min_risk() -> f64 {
+    EventParams::default().min_risk
+}
+
 /// Capacity for time to exhaustion: 100 for percent metrics, else NULL.
 #[pg_extern(name = "metric_capacity", immutable, strict, parallel_safe)]
 fn metric_capacity_sql(metric: &str) -> Option<f64> {

@@ -31,6 +31,7 @@ extension_sql_file!(
         events::find_events,
         events::series_period,
         events::anomaly_kinds,
+        events::default_min_risk,
         events::metric_capacity_sql,
         events::metric_unit_sql,
         events::series_trend_event,

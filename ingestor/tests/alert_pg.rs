@@ -214,7 +214,7 @@ async fn delivers_trigger_then_resolve_once() {
         "{text}"
     );
     assert!(
-        text.contains("resource exhaustion")
+        text.contains("memory leak")
             && text.contains("13 error events")
             && text.contains("CPU spike to 94.98%"),
         "{text}"

@@ -95,14 +95,16 @@ async fn run_detection_notifies_open_and_resolve_once() {
     let opened = &got[0];
     assert_eq!(opened["event"], "opened");
     assert_eq!(opened["host"], "host-stressed");
-    assert_eq!(opened["hypothesis"], "resource exhaustion");
+    // The CPU spikes are routine for this series by the time of the burst (about 40 of them
+    // in the day before): the leak is the stronger explanation.
+    assert_eq!(opened["hypothesis"], "memory leak");
     assert_eq!(opened["risk"].parse::<f64>().unwrap(), 1.0);
     assert_eq!(opened["previous_risk"], "null");
     let id: i64 = opened["id"].parse().unwrap();
     assert_eq!(got[1]["event"], "resolved");
     assert_eq!(got[1]["id"], id.to_string());
 
-    // The stored incident has the seed's narrative.
+    // The stored incident has the seed's narrative (with the leak as the hypothesis).
     let narrative: String = c
         .query_one(
             "SELECT narrative FROM coherence.incidents WHERE id = $1",
@@ -113,9 +115,8 @@ async fn run_detection_notifies_open_and_resolve_once() {
         .get(0);
     assert!(narrative.starts_with("At 2025-12-13 04:10 UTC, host-stressed experienced:\n- 13 error events\n- CPU spike to 94.98%\n- Memory at "), "{narrative}");
     assert!(
-        narrative.ends_with(
-            "% (leak progression)\nHypothesis: Error burst caused by resource exhaustion."
-        ),
+        narrative.contains("% (leak progression)\n")
+            && narrative.ends_with("Hypothesis: Error burst caused by a memory leak."),
         "{narrative}"
     );
     let healthy: i64 = c

@@ -237,37 +237,49 @@ async fn clear_errors_for_bad_setup() {
 }
 
 #[tokio::test]
-async fn the_last_hour_of_the_scenario_finds_the_injected_cpu_spike() {
-    // "The last hour" as a user asks it: detect_events over [end − 1 h, end) with its default
-    // 7 days of lookback as the baseline, no warm-up knowledge needed.
+async fn the_last_hour_finds_the_cpu_spikes_when_they_start_and_calls_them_routine_later() {
+    // "The last hour" as a user asks it: detect_events over one hour with its default 7 days
+    // of lookback as the baseline, no warm-up knowledge needed.
     let db = TestDb::new("lasthour").await;
     ok(ingest(&db.conn, &["simulate"]));
     let c = connect(&db.conn).await;
-    let rows = c
-        .query(
-            "WITH peak AS (
-                 SELECT \"timestamp\" AS at FROM coherence.metrics
-                  WHERE host = 'host-stressed' AND metric_name = 'cpu'
-                  ORDER BY value DESC, \"timestamp\" LIMIT 1)
-             SELECT e.kind, e.peak_at = peak.at, e.risk, e.summary
-               FROM peak, coherence.detect_events(peak.at - interval '30 minutes',
-                                                  peak.at + interval '30 minutes') e
-              WHERE e.host = 'host-stressed' AND e.metric = 'cpu' AND e.detector = 'robust'",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        rows.iter()
-            .any(|r| r.get::<_, String>(0) == "spike" && r.get::<_, bool>(1)),
-        "{:?}",
-        rows.iter()
-            .map(|r| r.get::<_, String>(3))
+    let cpu_events = |since: &'static str, min_risk: f64| {
+        let c = &c;
+        async move {
+            c.query(
+                "SELECT e.kind, e.risk, e.summary
+                   FROM coherence.detect_events($1::text::timestamptz,
+                                                $1::text::timestamptz + interval '1 hour',
+                                                min_risk => $2) e
+                  WHERE e.host = 'host-stressed' AND e.metric = 'cpu' AND e.detector = 'robust'",
+                &[&since, &min_risk],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1), r.get::<_, String>(2)))
             .collect::<Vec<_>>()
-    );
-    let summary: String = rows[0].get(3);
+        }
+    };
+    // The hour the injected spikes begin (after a quiet day): found, with a real risk.
+    let first = cpu_events("2025-12-12 07:45+00", 0.2).await;
     assert!(
-        summary.contains("host-stressed:cpu → spike to 94.98%"),
-        "{summary}"
+        first.iter().any(|(k, r, s)| k == "spike"
+            && *r >= 0.5
+            && s.contains("host-stressed:cpu → spike to 77.05% at 2025-12-12 08:14 UTC")),
+        "{first:?}"
+    );
+    // The hour of the largest spike (94.98%, 3 minutes before the error burst): by then ~30
+    // spikes like it are in the lookback, so it is routine for this series (risk < 0.2, not
+    // reported by default) but still there as a candidate; run_detection keeps it as the
+    // burst's context (tests/incidents_pg.rs).
+    let routine = cpu_events("2025-12-13 03:40+00", 0.2).await;
+    assert!(routine.is_empty(), "{routine:?}");
+    let candidates = cpu_events("2025-12-13 03:40+00", 0.0).await;
+    assert!(
+        candidates
+            .iter()
+            .any(|(k, r, s)| k == "spike" && *r < 0.2 && s.contains("spike to 94.98%")),
+        "{candidates:?}"
     );
 }

@@ -100,3 +100,9 @@ SELECT coherence.metric_unit('cpu') AS cpu_unit, coherence.metric_capacity('disk
        coherence.metric_capacity('latency_ms') AS latency_capacity;
 SELECT * FROM coherence.find_events(ARRAY[now()], ARRAY[1.0]::float8[], min_risk => 2);
 SELECT * FROM coherence.series_period(NULL, NULL);
+-- detect_events: NULL times give no rows; min_risk 0 shows every candidate, the default hides
+-- the routine ones.
+SELECT count(*) AS null_since FROM coherence.detect_events(NULL, now());
+SELECT count(*) FILTER (WHERE risk < coherence.default_min_risk()) > 0 AS min_risk_zero_shows_more,
+       coherence.default_min_risk() AS default_min_risk
+  FROM coherence.detect_events('2025-12-01', '2025-12-08', min_risk => 0);

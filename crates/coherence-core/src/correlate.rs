@@ -425,13 +425,15 @@ fn build(
             continue;
         }
         if c.anomaly_kind != "leak" {
-            let dir = if c.anomaly_kind == "level_shift_down" {
-                "down"
-            } else {
-                "up"
+            let what = match c.anomaly_kind.as_str() {
+                "level_shift_down" => "level shift down to",
+                "drift_up" => "drifting up to",
+                "drift_down" => "drifting down to",
+                "volatility_down" => "quieter than usual at",
+                _ => "level shift up to",
             };
             lines.push(format!(
-                "- {} level shift {dir} to {} (sustained)",
+                "- {} {what} {} (sustained)",
                 metric_label(&c.metric),
                 val(c.peak_value, &c.unit)
             ));
