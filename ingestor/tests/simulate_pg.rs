@@ -257,7 +257,13 @@ async fn the_last_hour_finds_the_cpu_spikes_when_they_start_and_calls_them_routi
             .await
             .unwrap()
             .iter()
-            .map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1), r.get::<_, String>(2)))
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, f64>(1),
+                    r.get::<_, String>(2),
+                )
+            })
             .collect::<Vec<_>>()
         }
     };
