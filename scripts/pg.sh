@@ -54,7 +54,8 @@ log_min_messages = warning
 CONF
     fi
     if running; then return 0; fi
-    as_pg "$PG_BIN/pg_ctl" -D "$ROOT/data" -l "$ROOT/run/postgresql.log" -w -t 60 start >/dev/null
+    # Without the caller's RUST_BACKTRACE: a backtrace must never reach a SQL client in an error.
+    as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BIN/pg_ctl" -D "$ROOT/data" -l "$ROOT/run/postgresql.log" -w -t 60 start >/dev/null
     echo "pg.sh: local cluster running: psql \"$(local_url)\"" >&2
 }
 

@@ -7,7 +7,7 @@
 use crate::errors::invalid_parameter;
 use coherence_core::detect::PG_EPOCH_US;
 use coherence_core::events::{
-    analyze, detect_period, metric_capacity, metric_unit, trend_event, volatility_events,
+    analyze_with, detect_period, metric_capacity, metric_unit, trend_event, volatility_events,
     AnomalyEvent, Direction, EventParams, Kind, TrendEventParams, VolatilityParams,
 };
 use pgrx::pg_sys::panic::ErrorReport;
@@ -71,6 +71,11 @@ fn event_row(e: AnomalyEvent) -> EventRow {
         e.points as i64,
         e.risk,
     )
+}
+
+/// PostgreSQL's interrupt check (statement_timeout, pg_cancel_backend), for long analyses.
+fn interrupt_check() {
+    pgrx::check_for_interrupts!();
 }
 
 /// Parameters of `series_events`; NULL means the core's default ([`EventParams::default`]).
@@ -175,7 +180,7 @@ fn find_events(
     let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
     let mut metric_params = params;
     metric_params.trend.capacity = metric_capacity(metric);
-    let rows: Vec<_> = analyze(&pts, &metric_params)
+    let rows: Vec<_> = analyze_with(&pts, &metric_params, &mut interrupt_check)
         .events
         .into_iter()
         .map(|e| {
@@ -232,7 +237,7 @@ fn series_events(
         None,
     );
     let pts = points(ts, value);
-    let rows: Vec<_> = analyze(&pts, &params)
+    let rows: Vec<_> = analyze_with(&pts, &params, &mut interrupt_check)
         .events
         .into_iter()
         .map(event_row)

@@ -25,6 +25,8 @@ use super::window::{noise_scale, quantum, SortedWindow};
 use super::{AnomalyEvent, Direction, EventParams, Kind};
 use std::collections::VecDeque;
 
+/// Points scored between two calls of the caller's interrupt check.
+pub const TICK_EVERY: usize = 4096;
 /// Earlier periods whose same phase forms the seasonal baseline.
 pub const PHASES: usize = 4;
 /// Scores are clipped to ±this before entering the CUSUM.
@@ -66,6 +68,7 @@ pub(crate) fn scan(
     p: &EventParams,
     tau: Option<f64>,
     per_day: f64,
+    tick: &mut dyn FnMut(),
 ) -> (Scores, Vec<AnomalyEvent>) {
     let n = x.len();
     let q = quantum(x);
@@ -90,6 +93,9 @@ pub(crate) fn scan(
         side: [(0.0, 0, 0.0, 0, 0); 2],
     });
     for i in 0..n {
+        if i % TICK_EVERY == 0 {
+            tick();
+        }
         if let Some(len) = period_us {
             phase.clear();
             // Earlier periods first, then later ones while fewer than PHASES exist.

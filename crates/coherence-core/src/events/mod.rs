@@ -331,6 +331,12 @@ pub struct Analysis {
 /// Runs every detector on one series of (Unix µs, value) points (any order; non-finite values
 /// are skipped) and returns the reportable events, oldest first.
 pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
+    analyze_with(points, p, &mut || {})
+}
+
+/// [`analyze`], calling `tick` every few thousand points of work (PostgreSQL passes its
+/// interrupt check, so a long series can be cancelled; `tick` may not return).
+pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Analysis {
     let mut pts: Vec<(i64, f64)> = points
         .iter()
         .copied()
@@ -371,9 +377,11 @@ pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
     // the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores were white, so a level
     // shift restarts the baseline there too and its points do not pass for the series' normal
     // tail.)
-    let (first, _) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day);
+    tick();
+    let (first, _) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
     let tau = level::tau_of(&first.z);
-    let (scores, shifts) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day);
+    let (scores, shifts) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
+    tick();
     let tail = risk::Tail::fit(&first.z);
     let mut robust = level::point_events(&ts, &xd, &scores, p, per_day, tail);
     robust.extend(shifts);
