@@ -43,8 +43,8 @@ pub(crate) struct Scores {
 
 /// Index of the point at time `t` (± half a step), if any.
 fn at_time(ts: &[i64], t: i64, half: i64) -> Option<usize> {
-    let i = ts.partition_point(|x| *x < t - half);
-    (i < ts.len() && ts[i] <= t + half).then_some(i)
+    let i = ts.partition_point(|x| *x < t.saturating_sub(half));
+    (i < ts.len() && ts[i] <= t.saturating_add(half)).then_some(i)
 }
 
 /// The CUSUM's state during the scan.
@@ -104,7 +104,11 @@ pub(crate) fn scan(
                     if phase.len() == PHASES {
                         break;
                     }
-                    if let Some(j) = at_time(ts, ts[i] + dir * k * len, half) {
+                    if let Some(j) = at_time(
+                        ts,
+                        ts[i].saturating_add(dir.saturating_mul(k).saturating_mul(len)),
+                        half,
+                    ) {
                         phase.push(x[j]);
                     }
                 }

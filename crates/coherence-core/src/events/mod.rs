@@ -358,7 +358,7 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     };
     let period_us = match p.season {
         Some(0) => None,
-        Some(k) => Some(k as i64 * step),
+        Some(k) => Some((k as i64).saturating_mul(step)),
         None => {
             out.season = detect_period(&ts, &x);
             out.season.period.as_ref().map(|q| q.length_us)
@@ -371,7 +371,7 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
         .as_ref()
         .and_then(|t| t.trend.as_ref())
         .map_or(0.0, |t| t.slope_per_hour / crate::USEC_PER_HOUR as f64);
-    let along = |t: i64| slope_us * (t - ts[0]) as f64;
+    let along = |t: i64| slope_us * (t as f64 - ts[0] as f64);
     let xd: Vec<f64> = ts.iter().zip(&x).map(|(t, v)| v - along(*t)).collect();
     // Pass 1 measures how much the scores wander (τ) and their tail; pass 2 scores again with
     // the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores were white, so a level
@@ -393,7 +393,7 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     }
 
     let mut events = merge_excursions(
-        merge_overlapping(robust, p.merge_gap as i64 * step),
+        merge_overlapping(robust, (p.merge_gap as i64).saturating_mul(step)),
         &ts,
         &x,
     );
@@ -501,7 +501,7 @@ fn calibrate(events: &mut [AnomalyEvent], t0: i64) {
             .iter()
             .filter(|o| o.kind == e.kind && o.peak_score.abs() >= risk::SIMILAR * mag)
             .count();
-        let days = ((e.started_at - t0) as f64 / 86_400e6).max(1.0);
+        let days = ((e.started_at as f64 - t0 as f64) / 86_400e6).max(1.0);
         let r = risk::risk(e.p_value, e.tests_per_day, similar as f64 / days);
         events[i].risk = r;
     }
@@ -737,6 +737,26 @@ mod tests {
         odd[60].1 = f64::INFINITY;
         odd[70].0 = odd[69].0; // duplicate timestamp
         assert!(analyze(&odd, &p).events.is_empty());
+        // Timestamps at PostgreSQL's extremes (4713 BC .. 294276 AD) and explicit long seasons:
+        // no overflow, no panic.
+        let far: Vec<(i64, f64)> = (0..100)
+            .map(|i| {
+                let t = if i < 50 {
+                    -211_000_000_000_000_000 + i
+                } else {
+                    9_223_000_000_000_000_000 + i
+                };
+                (t, (i % 7) as f64)
+            })
+            .collect();
+        let _ = analyze(&far, &p);
+        let _ = analyze(
+            &far,
+            &EventParams {
+                season: Some(10_000_000),
+                ..p
+            },
+        );
         // Integer-valued, mostly zero (crash counts): one burst is found, zeros are not alarms.
         let z: Vec<(i64, f64)> = (0..1000)
             .map(|i| {

@@ -48,7 +48,7 @@ pub struct SeasonReport {
 pub fn median_step(ts: &[i64]) -> i64 {
     let mut d: Vec<f64> = ts
         .windows(2)
-        .map(|w| (w[1] - w[0]) as f64)
+        .map(|w| w[1] as f64 - w[0] as f64)
         .filter(|d| *d > 0.0)
         .collect();
     if d.is_empty() {
@@ -82,7 +82,7 @@ pub fn detect_period(ts: &[i64], x: &[f64]) -> SeasonReport {
     if n < 8 || step <= 0 {
         return report;
     }
-    let span = (ts[n - 1] - ts[0]) as f64;
+    let span = ts[n - 1] as f64 - ts[0] as f64;
     let mut s = x.to_vec();
     let med = median_of(&mut s);
     for v in s.iter_mut() {

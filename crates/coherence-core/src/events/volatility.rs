@@ -113,7 +113,11 @@ pub fn volatility_events(points: &[(i64, f64)], p: &VolatilityParams) -> Vec<Ano
         let mut zlog = 0.0;
         let mut same_phase: Vec<f64> = match p.period_us {
             Some(len) if len > 0 => (1..=super::level::PHASES as i64)
-                .filter_map(|k| by_key.get(&(bin(first) - k * len)).copied())
+                .filter_map(|k| {
+                    by_key
+                        .get(&(bin(first).saturating_sub(k.saturating_mul(len))))
+                        .copied()
+                })
                 .collect(),
             _ => Vec::new(),
         };
