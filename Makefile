@@ -67,6 +67,10 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 eval: start ## Score detect_events vs the seed's rules on labelled real data (eval/)
 	@scripts/eval.sh
 
+.PHONY: eval-smd
+eval-smd: start ## Score run_detection's incidents on SMD's labelled multi-metric segments (eval/smd/)
+	@scripts/eval_smd.sh
+
 bench: db build ## Benchmark vs PostgreSQL's aggregates and the client-side approach (BENCH_ROWS=..., see bench/bench.py)
 	@$(CARGO) build --release --locked -p coherence-ingest --example fake_datadog
 	@python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy

@@ -3,7 +3,9 @@
 #   1. unit:    pure crate + ingestor unit tests (cargo test, no PostgreSQL)
 #   2. pgrx:    #[pg_test] functions inside a pgrx-managed PostgreSQL 15
 #   3. regress: pg_regress golden SQL tests (tests/sql, tests/expected) on the cluster
-#   4. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron)
+#   4. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron,
+#               cancellation, concurrent runs, late commits)
+#   5. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
 # Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,5 +76,8 @@ ingest() {
 }
 run_tier ingest 'test result: ok\. [0-9]+ passed' ingest
 
+# 5. hostile input under a memory limit (a throwaway cluster started with ulimit -v)
+run_tier hostile 'All [0-9]+ memory-limit checks passed' tests/memlimit.sh
+
 echo
-echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}"
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}"

@@ -43,19 +43,22 @@ COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
 -- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
 -- set-returning functions), so callers get one plan over the tables, no materialized result.
--- NULL arguments give no rows (the comparisons are never true).
+-- NULL arguments give no rows (the comparisons are never true). Operators are written
+-- OPERATOR(pg_catalog.x): the body is parsed with the caller's search_path when inlined, and a
+-- schema earlier in it must not supply its own ">=".
 CREATE FUNCTION coherence.samples(since timestamptz, until timestamptz)
 RETURNS TABLE (host text, metric text, ts timestamptz, value double precision)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $fn$
     SELECT m.host, m.metric_name, m."timestamp", m.value
       FROM coherence.metrics m
-     WHERE m."timestamp" >= since AND m."timestamp" < until
+     WHERE m."timestamp" OPERATOR(pg_catalog.>=) since
+       AND m."timestamp" OPERATOR(pg_catalog.<) until
     UNION ALL
     SELECT e.host, e.metric, e.ts, e.value::double precision
       FROM coherence.signal_events e
      WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
-       AND e.ts >= since AND e.ts < until
+       AND e.ts OPERATOR(pg_catalog.>=) since AND e.ts OPERATOR(pg_catalog.<) until
 $fn$;
 COMMENT ON FUNCTION coherence.samples(timestamptz, timestamptz) IS
     'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';

@@ -109,14 +109,16 @@ CREATE TABLE coherence.detection_runs (
     anomalies_changed  integer NOT NULL DEFAULT 0,
     incidents_opened   integer NOT NULL DEFAULT 0,
     incidents_updated  integer NOT NULL DEFAULT 0,
-    incidents_resolved integer NOT NULL DEFAULT 0
+    incidents_resolved integer NOT NULL DEFAULT 0,
+    data_now           timestamptz
 );
 COMMENT ON TABLE coherence.detection_runs IS
-    'One row per coherence.run_detection() call: the data range analysed and what changed; the latest watermark makes the next run incremental.';
+    'One row per coherence.run_detection() call: the data range analysed and what changed. New data is found through coherence.pending_series.';
 COMMENT ON COLUMN coherence.detection_runs.id IS 'Run id.';
 COMMENT ON COLUMN coherence.detection_runs.started_at IS 'Wall-clock start.';
 COMMENT ON COLUMN coherence.detection_runs.finished_at IS 'Wall-clock end.';
-COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Newest created_at of the input rows seen by this run.';
+COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Until 0.2.0: newest created_at of the input rows seen by the run. Since 0.3.0 new rows are found through coherence.pending_series and this is NULL.';
+COMMENT ON COLUMN coherence.detection_runs.data_now IS 'Newest sample time seen by this or an earlier run (data time; incidents resolve against it).';
 COMMENT ON COLUMN coherence.detection_runs.since IS 'Start of the analysed data range (NULL: nothing new).';
 COMMENT ON COLUMN coherence.detection_runs.until IS 'End of the analysed data range (exclusive).';
 COMMENT ON COLUMN coherence.detection_runs.anomalies_changed IS 'Anomalies inserted or updated.';
@@ -145,9 +147,9 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_run        bigint;
-    v_prev_wm    timestamptz;
-    v_wm         timestamptz;
+    v_prev_now   timestamptz;
     v_new_min    timestamptz;
+    v_new_max    timestamptz;
     v_since      timestamptz;
     v_until      timestamptz;
     v_data_now   timestamptz;
@@ -177,29 +179,46 @@ BEGIN
                   DETAIL = format('lookback = %s, tolerance = %s, close_after = %s', lookback, tolerance, close_after),
                   HINT = 'Defaults: lookback 48 hours, tolerance 5 minutes, close_after 30 minutes.';
     END IF;
-    -- One run at a time; a concurrent call waits for the running one.
-    PERFORM pg_advisory_xact_lock(hashtext('coherence.run_detection'));
+    -- Each statement below must see what committed before it (a REPEATABLE READ snapshot
+    -- taken before the lock would miss a concurrent run's incidents and duplicate them).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'coherence.run_detection() must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = format('transaction_isolation is %s', current_setting('transaction_isolation')),
+                  HINT = 'Call it in its own transaction at the default isolation level (pg_cron does).';
+    END IF;
+    -- One run at a time. A concurrent call returns at once. The lock is a table lock on
+    -- coherence.detection_runs in a mode only roles that may write that table can take, so no
+    -- other login can block the job.
+    BEGIN
+        LOCK TABLE coherence.detection_runs IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'coherence.run_detection() is already running; this call does nothing';
+        RETURN jsonb_build_object('skipped', 'already running');
+    END;
 
-    SELECT watermark INTO v_prev_wm FROM coherence.detection_runs
-     WHERE watermark IS NOT NULL ORDER BY id DESC LIMIT 1;
+    SELECT data_now INTO v_prev_now FROM coherence.detection_runs
+     WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
     INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
 
-    -- Rows written since the previous run (10 minutes of overlap covers transactions that
-    -- committed late; re-reading them is idempotent).
-    SELECT greatest((SELECT max(created_at) FROM coherence.metrics),
-                    (SELECT max(created_at) FROM coherence.signal_events)) INTO v_wm;
-    IF full_rescan OR v_prev_wm IS NULL THEN
-        SELECT least((SELECT min("timestamp") FROM coherence.metrics),
-                     (SELECT min(ts) FROM coherence.signal_events)) INTO v_new_min;
+    -- New data: the queue filled by the tables' insert triggers. Deleting it here makes the
+    -- run's claim atomic with its results; rows of transactions that commit later are queued
+    -- later and analysed by a later run.
+    WITH q AS (DELETE FROM coherence.pending_series RETURNING min_ts, max_ts)
+    SELECT min(q.min_ts), max(q.max_ts) INTO v_new_min, v_new_max FROM q;
+    IF full_rescan OR v_prev_now IS NULL THEN
+        -- Everything (first run, or asked): one pass over the tables' finite times.
+        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                     (SELECT min(ts) FROM coherence.signal_events WHERE isfinite(ts))),
+               greatest((SELECT max("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                        (SELECT max(ts) FROM coherence.signal_events WHERE isfinite(ts)))
+          INTO v_new_min, v_new_max;
         v_since := v_new_min;
     ELSE
-        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE created_at > v_prev_wm - interval '10 minutes'),
-                     (SELECT min(ts) FROM coherence.signal_events WHERE created_at > v_prev_wm - interval '10 minutes'))
-          INTO v_new_min;
         v_since := v_new_min - lookback;
     END IF;
-    SELECT greatest((SELECT max("timestamp") FROM coherence.metrics),
-                    (SELECT max(ts) FROM coherence.signal_events)) INTO v_data_now;
+    -- Data time: the newest sample any run has seen (incidents resolve against it).
+    v_data_now := greatest(v_prev_now, v_new_max);
 
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';
@@ -370,7 +389,7 @@ BEGIN
     END LOOP;
 
     UPDATE coherence.detection_runs
-       SET finished_at = clock_timestamp(), watermark = coalesce(v_wm, v_prev_wm),
+       SET finished_at = clock_timestamp(), data_now = v_data_now,
            since = CASE WHEN v_new_min IS NOT NULL THEN v_since END,
            until = v_until, anomalies_changed = v_anoms, incidents_opened = v_opened,
            incidents_updated = v_updated, incidents_resolved = v_resolved
@@ -381,7 +400,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
-    'The scheduled job: detects events over data written since the last run (plus lookback), persists coherence.anomalies, correlates them with error events into coherence.incidents, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+    'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback), persists coherence.anomalies, correlates them with error events into coherence.incidents, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
 COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) IS
     'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb). Used by run_detection; see docs/incidents.md.';
 
@@ -455,19 +474,34 @@ COMMENT ON COLUMN coherence.series_health.anomalies_24h IS 'Anomalies ending wit
 COMMENT ON COLUMN coherence.series_health.max_risk_24h IS 'Highest anomaly risk in that time.';
 COMMENT ON COLUMN coherence.series_health.status IS 'critical (risk >= 0.8), warning (>= 0.5) or ok.';
 
--- Read-only role for BI tools: may read the views, nothing else.
+-- Read-only role for BI tools: reads the views and the data and result tables; runs the
+-- read-only functions (executable by everyone, as in PostgreSQL itself); cannot run the job
+-- or write anything. Roles are cluster-wide, so a coherence_reader made by this extension in
+-- another database is reused; one with more rights than that is refused, not adopted.
 DO $do$
+DECLARE
+    r pg_catalog.pg_roles;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'coherence_reader') THEN
+    SELECT * INTO r FROM pg_catalog.pg_roles WHERE rolname = 'coherence_reader';
+    IF NOT FOUND THEN
         CREATE ROLE coherence_reader NOLOGIN;
+    ELSIF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid) THEN
+        RAISE EXCEPTION 'role coherence_reader already exists with more rights than read-only access'
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = 'It is a superuser, may create roles or databases, replicate, bypass row security, or is a member of another role.',
+                  HINT = 'Drop or rename that role (ALTER ROLE coherence_reader RENAME TO ...), then CREATE EXTENSION coherence again.';
     END IF;
 END
 $do$;
-COMMENT ON ROLE coherence_reader IS 'Read-only access to the coherence views for BI tools (GRANT coherence_reader TO grafana;).';
-REVOKE ALL ON ALL TABLES IN SCHEMA coherence FROM coherence_reader;
+COMMENT ON ROLE coherence_reader IS 'Read-only access to the coherence views, data and results for BI tools (GRANT coherence_reader TO grafana;).';
 GRANT USAGE ON SCHEMA coherence TO coherence_reader;
-GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health
+GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health,
+    coherence.metrics, coherence.signal_events, coherence.anomalies, coherence.incidents,
+    coherence.incident_edges, coherence.detection_runs
     TO coherence_reader;
+-- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
+REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
 
 -- Alert delivery log of `coherence-ingest alert`: one row per (incident, destination, action),
 -- so each is delivered once; retries with backoff live here too.

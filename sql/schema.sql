@@ -10,7 +10,9 @@ CREATE TABLE coherence.metrics (
     value       double precision NOT NULL,
     "timestamp" timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT metrics_series_time_key UNIQUE (host, metric_name, "timestamp")
+    CONSTRAINT metrics_series_time_key UNIQUE (host, metric_name, "timestamp"),
+    -- ±infinity is no time a sample was taken; it would also poison every time range.
+    CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at))
 );
 -- The unique key serves per-series time-range scans; BRIN serves "all series since T" scans
 -- of append-mostly data at a tiny size.
@@ -41,7 +43,8 @@ CREATE TABLE coherence.signal_events (
     source_id   text NOT NULL DEFAULT gen_random_uuid()::text,
     message     text,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT signal_events_source_key UNIQUE (source, source_id)
+    CONSTRAINT signal_events_source_key UNIQUE (source, source_id),
+    CONSTRAINT signal_events_times_finite CHECK (isfinite(ts) AND isfinite(created_at))
 );
 CREATE INDEX signal_events_host_ts_idx ON coherence.signal_events (host, ts);
 CREATE INDEX signal_events_errors_ts_idx ON coherence.signal_events (ts) WHERE severity = 'error';
@@ -61,6 +64,65 @@ COMMENT ON COLUMN coherence.signal_events.source IS 'Where the event came from: 
 COMMENT ON COLUMN coherence.signal_events.source_id IS 'The source''s own id (exact, as text); with source, the idempotency key.';
 COMMENT ON COLUMN coherence.signal_events.message IS 'Event title or message.';
 COMMENT ON COLUMN coherence.signal_events.created_at IS 'When the row was inserted.';
+
+-- New data, queued by statement triggers on metrics and signal_events: one row per statement
+-- and series with the time range it wrote. coherence.run_detection() deletes what it analyses,
+-- in its own transaction, so a row is analysed exactly when its writer has committed, however
+-- late (a backfill that commits hours after its rows were stamped is not skipped).
+CREATE TABLE coherence.pending_series (
+    id        bigserial PRIMARY KEY,
+    host      text NOT NULL,
+    metric    text NOT NULL,
+    min_ts    timestamptz NOT NULL,
+    max_ts    timestamptz NOT NULL,
+    rows      bigint NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE coherence.pending_series IS
+    'Series with rows written since the last coherence.run_detection(): one row per writing statement and series (host, metric, time range, rows), filled by triggers on coherence.metrics and coherence.signal_events, consumed by run_detection.';
+COMMENT ON COLUMN coherence.pending_series.id IS 'Queue order.';
+COMMENT ON COLUMN coherence.pending_series.host IS 'Host of the written rows.';
+COMMENT ON COLUMN coherence.pending_series.metric IS 'Metric (metric_name; for signal events their metric, or the severity when it has none).';
+COMMENT ON COLUMN coherence.pending_series.min_ts IS 'Earliest sample time written.';
+COMMENT ON COLUMN coherence.pending_series.max_ts IS 'Latest sample time written.';
+COMMENT ON COLUMN coherence.pending_series.rows IS 'Rows written.';
+COMMENT ON COLUMN coherence.pending_series.queued_at IS 'Start of the writing transaction.';
+
+CREATE FUNCTION coherence.queue_new_metrics() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
+    SELECT n.host, n.metric_name, min(n."timestamp"), max(n."timestamp"), count(*)
+      FROM new_rows n
+     GROUP BY n.host, n.metric_name;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.queue_new_metrics() IS
+    'Trigger function (statement level, AFTER INSERT on coherence.metrics): queues the written series in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION coherence.queue_new_metrics();
+
+CREATE FUNCTION coherence.queue_new_signal_events() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
+    SELECT n.host, coalesce(n.metric, n.severity), min(n.ts), max(n.ts), count(*)
+      FROM new_rows n
+     GROUP BY n.host, coalesce(n.metric, n.severity);
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.queue_new_signal_events() IS
+    'Trigger function (statement level, AFTER INSERT on coherence.signal_events): queues the written hosts and times in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION coherence.queue_new_signal_events();
 
 -- Ingest cursors: how far each Datadog query has been ingested. Advanced in the same
 -- transaction as the rows it covers, so a killed ingest resumes exactly where it committed.
@@ -83,6 +145,8 @@ SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series_id_seq', '');
 
 -- Result types of the aggregates. `flagged` and `risk` come first in every one.
 CREATE TYPE coherence.variance_escalation_result AS (

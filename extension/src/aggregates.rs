@@ -17,19 +17,22 @@ use pgrx::{Internal, PgMemoryContexts, PgSqlErrorCode};
 
 /// What the generic glue needs from a detector state.
 trait Detector: Clone + 'static {
-    fn add(&mut self, ts_us: i64, v: f64);
+    fn add(&mut self, ts_us: i64, v: f64) -> Result<(), DetectError>;
     fn skip(&mut self);
     fn merge(&mut self, o: &Self) -> Result<(), DetectError>;
-    fn to_bytes(&self) -> Vec<u8>;
+    fn to_bytes(&self) -> Result<Vec<u8>, DetectError>;
     fn from_bytes(b: &[u8]) -> Result<Self, DetectError>;
+    /// A copy whose memory is reserved fallibly where the state grows with the input.
+    fn try_clone(&self) -> Result<Self, DetectError>;
 }
 
+/// `$add`, `$bytes`, `$clone`: the state's methods, fallible where memory grows with the input.
 macro_rules! impl_detector {
-    ($t:ty) => {
+    ($t:ty, $add:expr, $bytes:expr, $clone:expr) => {
         impl Detector for $t {
             #[inline]
-            fn add(&mut self, ts_us: i64, v: f64) {
-                <$t>::add(self, ts_us, v)
+            fn add(&mut self, ts_us: i64, v: f64) -> Result<(), DetectError> {
+                $add(self, ts_us, v)
             }
             #[inline]
             fn skip(&mut self) {
@@ -38,18 +41,39 @@ macro_rules! impl_detector {
             fn merge(&mut self, o: &Self) -> Result<(), DetectError> {
                 <$t>::merge(self, o)
             }
-            fn to_bytes(&self) -> Vec<u8> {
-                <$t>::to_bytes(self)
+            fn to_bytes(&self) -> Result<Vec<u8>, DetectError> {
+                $bytes(self)
             }
             fn from_bytes(b: &[u8]) -> Result<Self, DetectError> {
                 <$t>::from_bytes(b)
             }
+            fn try_clone(&self) -> Result<Self, DetectError> {
+                $clone(self)
+            }
         }
     };
 }
-impl_detector!(VarianceState);
-impl_detector!(SpikeState);
-impl_detector!(TrendState);
+impl_detector!(
+    VarianceState,
+    VarianceState::try_add,
+    |s: &VarianceState| Ok(s.to_bytes()),
+    |s: &VarianceState| Ok(s.clone())
+);
+impl_detector!(
+    SpikeState,
+    SpikeState::try_add,
+    SpikeState::try_to_bytes,
+    SpikeState::try_clone
+);
+impl_detector!(
+    TrendState,
+    |s: &mut TrendState, t, v| {
+        s.add(t, v);
+        Ok(())
+    },
+    |s: &TrendState| Ok(s.to_bytes()),
+    |s: &TrendState| Ok(s.clone())
+);
 
 /// The aggregate's memory context; errors when called outside an aggregate.
 fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
@@ -89,7 +113,9 @@ fn trans<D: Detector>(
     match (ts, value) {
         (Some(ts), Some(v)) if ts.is_finite() => {
             let pg_us: i64 = ts.into_inner();
-            s.add(pg_us.saturating_add(PG_EPOCH_US), v)
+            if let Err(e) = s.add(pg_us.saturating_add(PG_EPOCH_US), v) {
+                raise(e)
+            }
         }
         _ => s.skip(),
     }
@@ -101,17 +127,20 @@ fn combine<D: Detector>(
     b: Internal,
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Option<Internal> {
-    // SAFETY: both states of this aggregate are `D`.
-    let (ra, rb) = unsafe { (a.get::<D>(), b.get::<D>()) };
-    match (ra, rb) {
-        (None, None) => None,
-        (Some(_), None) => Some(a),
-        (None, Some(y)) => Some(new_state(fcinfo, y.clone())),
-        (Some(_), Some(y)) => {
-            let y = y.clone();
+    // SAFETY: both states of this aggregate are `D`; a and b are distinct states.
+    let (has_a, has_b) = unsafe { (a.get::<D>().is_some(), b.get::<D>().is_some()) };
+    match (has_a, has_b) {
+        (false, false) => None,
+        (true, false) => Some(a),
+        (false, true) => {
+            let y = unsafe { b.get::<D>() }.expect("initialized state");
+            Some(new_state(fcinfo, y.try_clone().unwrap_or_else(|e| raise(e))))
+        }
+        (true, true) => {
             let mut a = a;
+            let y = unsafe { b.get::<D>() }.expect("initialized state");
             let x = unsafe { a.get_mut::<D>() }.expect("initialized state");
-            x.merge(&y).unwrap_or_else(|e| raise(e));
+            x.merge(y).unwrap_or_else(|e| raise(e));
             Some(a)
         }
     }
@@ -122,6 +151,7 @@ fn serialize<D: Detector>(state: Internal) -> Vec<u8> {
     unsafe { state.get::<D>() }
         .expect("initialized state")
         .to_bytes()
+        .unwrap_or_else(|e| raise(e))
 }
 
 fn deserialize<D: Detector>(bytes: &[u8], fcinfo: pg_sys::FunctionCallInfo) -> Internal {

@@ -16,6 +16,14 @@ pub fn raise(err: DetectError) -> ! {
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             "Use the same detector parameters on every row of a group.",
         ),
+        DetectError::OutOfMemory => (
+            PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+            "coherence.spikes keeps every value (8 bytes a point) for the seed's threshold; aggregate fewer points per group or add memory.",
+        ),
+        DetectError::TooLarge(_) => (
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "Use a longer window (the seed's is interval '4 hours') or a shorter time range.",
+        ),
         DetectError::Corrupt(_) => (
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
             "The serialized state comes from another version of coherence; re-run the query.",

@@ -32,18 +32,55 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
         .set_hint("Build both with array_agg over the same rows, e.g. array_agg(ts ORDER BY ts), array_agg(value ORDER BY ts).")
         .report(PgLogLevel::ERROR);
     }
-    let mut pts: Vec<(i64, f64)> = ts
-        .iter()
-        .zip(values.iter())
-        .filter_map(|(t, v)| match (t, v) {
-            (Some(t), Some(v)) if t.is_finite() => {
-                Some((t.into_inner().saturating_add(PG_EPOCH_US), v))
-            }
-            _ => None,
-        })
-        .collect();
+    // The arrays come from PostgreSQL (at most 1 GB each); the analysis' working memory is
+    // reserved here first, so a series too large for this backend is an "out of memory" ERROR
+    // and not an abort of the server.
+    reserve_analysis_memory(ts.len());
+    let mut pts: Vec<(i64, f64)> = Vec::new();
+    if pts.try_reserve_exact(ts.len()).is_err() {
+        out_of_memory(ts.len());
+    }
+    pts.extend(
+        ts.iter()
+            .zip(values.iter())
+            .filter_map(|(t, v)| match (t, v) {
+                (Some(t), Some(v)) if t.is_finite() && coherence_core::usable_value(v) => {
+                    Some((t.into_inner().saturating_add(PG_EPOCH_US), v))
+                }
+                _ => None,
+            }),
+    );
     pts.sort_by_key(|p| p.0);
     pts
+}
+
+/// Upper bound of the analysis' working memory per point (the points, the detrended and
+/// scored copies, per-window buffers), in bytes.
+const ANALYSIS_BYTES_PER_POINT: usize = 256;
+
+/// Reserves (and frees) the analysis' working memory for `n` points, or raises 53200.
+fn reserve_analysis_memory(n: usize) {
+    let mut probe: Vec<u8> = Vec::new();
+    if probe
+        .try_reserve_exact(n.saturating_mul(ANALYSIS_BYTES_PER_POINT))
+        .is_err()
+    {
+        out_of_memory(n);
+    }
+}
+
+fn out_of_memory(n: usize) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+        format!("out of memory analysing a series of {n} points"),
+        "coherence",
+    )
+    .set_detail(format!(
+        "The analysis needs up to {ANALYSIS_BYTES_PER_POINT} bytes a point."
+    ))
+    .set_hint("Analyse a shorter time range (detect_events' lookback) or downsample the series.")
+    .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
 }
 
 /// One row of `series_volatility_events`.

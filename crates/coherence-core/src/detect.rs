@@ -38,6 +38,10 @@ pub enum DetectError {
     ParameterMismatch,
     /// Serialized bytes are truncated or from another version.
     Corrupt(&'static str),
+    /// Memory for the state could not be reserved (the caller reports "out of memory").
+    OutOfMemory,
+    /// The state would exceed a documented size limit; the text names it.
+    TooLarge(String),
 }
 
 impl std::fmt::Display for DetectError {
@@ -48,6 +52,8 @@ impl std::fmt::Display for DetectError {
                 write!(f, "cannot merge detector states with different parameters")
             }
             DetectError::Corrupt(what) => write!(f, "corrupt detector state: {what}"),
+            DetectError::OutOfMemory => write!(f, "out of memory for the detector state"),
+            DetectError::TooLarge(s) => write!(f, "{s}"),
         }
     }
 }
@@ -194,6 +200,16 @@ impl VarianceParams {
     }
 }
 
+/// Most windows one variance-escalation state holds (about 100 MB): a million 4-hour windows
+/// are 456 years; more means the window is far too short for the data.
+pub const MAX_WINDOWS: usize = 1_000_000;
+
+fn too_many_windows() -> DetectError {
+    DetectError::TooLarge(format!(
+        "variance escalation needs more than {MAX_WINDOWS} windows for this input"
+    ))
+}
+
 /// Streaming state: sample moments per window (memory O(windows)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VarianceState {
@@ -242,19 +258,32 @@ impl VarianceState {
         (PG_EPOCH_US as i128 + off.div_euclid(w) * w) as i64
     }
 
+    /// Adds a point; panics where [`VarianceState::try_add`] fails (tests and bounded inputs).
     #[inline]
     pub fn add(&mut self, ts_us: i64, v: f64) {
-        if !v.is_finite() {
+        if let Err(e) = self.try_add(ts_us, v) {
+            panic!("{e}");
+        }
+    }
+
+    /// Adds a point. Fails when the state would hold more than [`MAX_WINDOWS`] windows.
+    #[inline]
+    pub fn try_add(&mut self, ts_us: i64, v: f64) -> Result<(), DetectError> {
+        if !crate::usable_value(v) {
             self.skipped += 1;
-            return;
+            return Ok(());
         }
         let k = self.window_of(ts_us);
         if k != self.cur_key {
             self.flush();
+            if self.windows.len() >= MAX_WINDOWS && !self.windows.contains_key(&k) {
+                return Err(too_many_windows());
+            }
             self.cur_key = k;
             self.cur = self.windows.remove(&k).unwrap_or_default();
         }
         self.cur.add(v);
+        Ok(())
     }
 
     fn flush(&mut self) {
@@ -273,6 +302,9 @@ impl VarianceState {
         let mut o = other.clone();
         o.flush();
         for (k, m) in o.windows {
+            if self.windows.len() >= MAX_WINDOWS && !self.windows.contains_key(&k) {
+                return Err(too_many_windows());
+            }
             self.windows.entry(k).or_default().merge(&m);
         }
         self.skipped += other.skipped;
@@ -459,11 +491,27 @@ impl SpikeState {
         })
     }
 
+    /// Adds a point; panics where [`SpikeState::try_add`] fails (tests and bounded inputs).
     #[inline]
     pub fn add(&mut self, ts_us: i64, v: f64) {
-        if !v.is_finite() {
+        if let Err(e) = self.try_add(ts_us, v) {
+            panic!("{e}");
+        }
+    }
+
+    /// Adds a point. The value list grows by fallible reservation, so running out of memory is
+    /// an error for the caller to report, never an abort.
+    #[inline]
+    pub fn try_add(&mut self, ts_us: i64, v: f64) -> Result<(), DetectError> {
+        if !crate::usable_value(v) {
             self.skipped += 1;
-            return;
+            return Ok(());
+        }
+        if self.values.len() == self.values.capacity() {
+            let more = self.values.len().clamp(1024, 1 << 24);
+            self.values
+                .try_reserve_exact(more)
+                .map_err(|_| DetectError::OutOfMemory)?;
         }
         self.values.push(v);
         self.moments.add(v);
@@ -472,12 +520,23 @@ impl SpikeState {
             self.max = v;
             self.max_at = ts_us;
         }
+        Ok(())
+    }
+
+    /// A copy whose value list is reserved fallibly.
+    pub fn try_clone(&self) -> Result<SpikeState, DetectError> {
+        let mut c = SpikeState::new(self.params)?;
+        c.merge(self)?;
+        Ok(c)
     }
 
     pub fn merge(&mut self, o: &SpikeState) -> Result<(), DetectError> {
         if self.params != o.params {
             return Err(DetectError::ParameterMismatch);
         }
+        self.values
+            .try_reserve_exact(o.values.len())
+            .map_err(|_| DetectError::OutOfMemory)?;
         self.values.extend_from_slice(&o.values);
         self.moments.merge(&o.moments);
         if o.max > self.max || (o.max == self.max && o.max_at < self.max_at) {
@@ -525,8 +584,17 @@ impl SpikeState {
         out
     }
 
+    /// Serializes the state; panics where [`SpikeState::try_to_bytes`] fails.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(64 + 8 * self.values.len()));
+        self.try_to_bytes().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Serializes the state into a buffer reserved fallibly (8 bytes a value).
+    pub fn try_to_bytes(&self) -> Result<Vec<u8>, DetectError> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(64 + 8 * self.values.len())
+            .map_err(|_| DetectError::OutOfMemory)?;
+        let mut w = Writer(buf);
         w.u8(TAG_SPIKE);
         w.f64(self.params.sigmas);
         w.u64(self.skipped);
@@ -537,7 +605,7 @@ impl SpikeState {
         for v in &self.values {
             w.f64(*v);
         }
-        w.0
+        Ok(w.0)
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, DetectError> {
@@ -554,10 +622,13 @@ impl SpikeState {
         if r.0.len() != n.saturating_mul(8) {
             return Err(DetectError::Corrupt("value count does not match length"));
         }
-        s.values =
+        s.values
+            .try_reserve_exact(n)
+            .map_err(|_| DetectError::OutOfMemory)?;
+        s.values.extend(
             r.0.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap())),
+        );
         r.0 = &[];
         r.end()?;
         Ok(s)
@@ -646,7 +717,7 @@ impl TrendState {
 
     #[inline]
     pub fn add(&mut self, ts_us: i64, v: f64) {
-        if !v.is_finite() {
+        if !crate::usable_value(v) {
             self.skipped += 1;
             return;
         }

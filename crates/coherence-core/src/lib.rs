@@ -18,6 +18,17 @@ pub const USEC_PER_SEC: i64 = 1_000_000;
 /// Microseconds in one hour.
 pub const USEC_PER_HOUR: i64 = 3_600 * USEC_PER_SEC;
 
+/// Largest magnitude a detector accepts. Larger values (and NaN, ±Infinity) are skipped and
+/// counted in `skipped`: their squares would overflow double precision, so no variance, z-score
+/// or fit computed with them would mean anything. 1e100 is far beyond any real measurement.
+pub const MAX_ABS_VALUE: f64 = 1e100;
+
+/// Whether a detector uses `v` (finite and at most [`MAX_ABS_VALUE`] in magnitude).
+#[inline]
+pub fn usable_value(v: f64) -> bool {
+    v.is_finite() && v.abs() <= MAX_ABS_VALUE
+}
+
 /// Formats Unix microseconds as `YYYY-MM-DD HH:MM UTC` (proleptic Gregorian, no leap seconds).
 pub fn format_utc_minute(us: i64) -> String {
     let secs = us.div_euclid(USEC_PER_SEC);
@@ -68,6 +79,13 @@ mod tests {
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(10_957), (2000, 1, 1));
+    }
+
+    #[test]
+    fn usable_values_exclude_overflowing_magnitudes() {
+        assert!(usable_value(0.0) && usable_value(-1e100) && usable_value(1e100));
+        assert!(!usable_value(1e101) && !usable_value(-1e308) && !usable_value(f64::NAN));
+        assert!(!usable_value(f64::INFINITY));
     }
 
     #[test]

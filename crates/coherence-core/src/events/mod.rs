@@ -340,7 +340,7 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     let mut pts: Vec<(i64, f64)> = points
         .iter()
         .copied()
-        .filter(|(_, v)| v.is_finite())
+        .filter(|(_, v)| crate::usable_value(*v))
         .collect();
     pts.sort_by_key(|x| x.0);
     pts.dedup_by_key(|x| x.0);

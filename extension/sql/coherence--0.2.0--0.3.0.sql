@@ -1,0 +1,400 @@
+-- coherence 0.2.0 -> 0.3.0 (see CHANGELOG.md). Run by ALTER EXTENSION coherence UPDATE TO '0.3.0'.
+-- Hardening: finite times enforced on the input tables, a queue of new data that late commits
+-- cannot escape, run_detection's lock and isolation check, search_path-proof samples(), the
+-- reader role's rights. Every row is kept.
+\echo Use "ALTER EXTENSION coherence UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Finite times from now on. Existing rows are checked too; if some are ±infinity the update
+-- still succeeds, the constraint stays NOT VALID (new rows are checked, old ones are kept and
+-- ignored by detection), and a WARNING says how to clean up.
+ALTER TABLE coherence.metrics
+    ADD CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at)) NOT VALID;
+ALTER TABLE coherence.signal_events
+    ADD CONSTRAINT signal_events_times_finite CHECK (isfinite(ts) AND isfinite(created_at)) NOT VALID;
+DO $do$
+DECLARE
+    c text;
+BEGIN
+    FOREACH c IN ARRAY ARRAY['metrics.metrics_times_finite', 'signal_events.signal_events_times_finite'] LOOP
+        BEGIN
+            EXECUTE format('ALTER TABLE coherence.%I VALIDATE CONSTRAINT %I',
+                           split_part(c, '.', 1), split_part(c, '.', 2));
+        EXCEPTION WHEN check_violation THEN
+            RAISE WARNING 'coherence.% has rows at ±infinity; they are kept and ignored by detection', split_part(c, '.', 1)
+                USING HINT = format('Delete or fix them, then: ALTER TABLE coherence.%I VALIDATE CONSTRAINT %I;',
+                                    split_part(c, '.', 1), split_part(c, '.', 2));
+        END;
+    END LOOP;
+END
+$do$;
+
+-- New data, queued by statement triggers on metrics and signal_events: one row per statement
+-- and series with the time range it wrote. coherence.run_detection() deletes what it analyses,
+-- in its own transaction, so a row is analysed exactly when its writer has committed, however
+-- late (a backfill that commits hours after its rows were stamped is not skipped).
+CREATE TABLE coherence.pending_series (
+    id        bigserial PRIMARY KEY,
+    host      text NOT NULL,
+    metric    text NOT NULL,
+    min_ts    timestamptz NOT NULL,
+    max_ts    timestamptz NOT NULL,
+    rows      bigint NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE coherence.pending_series IS
+    'Series with rows written since the last coherence.run_detection(): one row per writing statement and series (host, metric, time range, rows), filled by triggers on coherence.metrics and coherence.signal_events, consumed by run_detection.';
+COMMENT ON COLUMN coherence.pending_series.id IS 'Queue order.';
+COMMENT ON COLUMN coherence.pending_series.host IS 'Host of the written rows.';
+COMMENT ON COLUMN coherence.pending_series.metric IS 'Metric (metric_name; for signal events their metric, or the severity when it has none).';
+COMMENT ON COLUMN coherence.pending_series.min_ts IS 'Earliest sample time written.';
+COMMENT ON COLUMN coherence.pending_series.max_ts IS 'Latest sample time written.';
+COMMENT ON COLUMN coherence.pending_series.rows IS 'Rows written.';
+COMMENT ON COLUMN coherence.pending_series.queued_at IS 'Start of the writing transaction.';
+
+CREATE FUNCTION coherence.queue_new_metrics() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
+    SELECT n.host, n.metric_name, min(n."timestamp"), max(n."timestamp"), count(*)
+      FROM new_rows n
+     GROUP BY n.host, n.metric_name;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.queue_new_metrics() IS
+    'Trigger function (statement level, AFTER INSERT on coherence.metrics): queues the written series in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION coherence.queue_new_metrics();
+
+CREATE FUNCTION coherence.queue_new_signal_events() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
+    SELECT n.host, coalesce(n.metric, n.severity), min(n.ts), max(n.ts), count(*)
+      FROM new_rows n
+     GROUP BY n.host, coalesce(n.metric, n.severity);
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.queue_new_signal_events() IS
+    'Trigger function (statement level, AFTER INSERT on coherence.signal_events): queues the written hosts and times in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION coherence.queue_new_signal_events();
+
+
+SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series_id_seq', '');
+
+ALTER TABLE coherence.detection_runs ADD COLUMN data_now timestamptz;
+COMMENT ON TABLE coherence.detection_runs IS
+    'One row per coherence.run_detection() call: the data range analysed and what changed. New data is found through coherence.pending_series.';
+COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Until 0.2.0: newest created_at of the input rows seen by the run. Since 0.3.0 new rows are found through coherence.pending_series and this is NULL.';
+COMMENT ON COLUMN coherence.detection_runs.data_now IS 'Newest sample time seen by this or an earlier run (data time; incidents resolve against it).';
+
+-- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
+-- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
+-- set-returning functions), so callers get one plan over the tables, no materialized result.
+-- NULL arguments give no rows (the comparisons are never true). Operators are written
+-- OPERATOR(pg_catalog.x): the body is parsed with the caller's search_path when inlined, and a
+-- schema earlier in it must not supply its own ">=".
+CREATE OR REPLACE FUNCTION coherence.samples(since timestamptz, until timestamptz)
+RETURNS TABLE (host text, metric text, ts timestamptz, value double precision)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $fn$
+    SELECT m.host, m.metric_name, m."timestamp", m.value
+      FROM coherence.metrics m
+     WHERE m."timestamp" OPERATOR(pg_catalog.>=) since
+       AND m."timestamp" OPERATOR(pg_catalog.<) until
+    UNION ALL
+    SELECT e.host, e.metric, e.ts, e.value::double precision
+      FROM coherence.signal_events e
+     WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
+       AND e.ts OPERATOR(pg_catalog.>=) since AND e.ts OPERATOR(pg_catalog.<) until
+$fn$;
+COMMENT ON FUNCTION coherence.samples(timestamptz, timestamptz) IS
+    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
+
+
+-- The job pg_cron runs. See docs/incidents.md.
+CREATE OR REPLACE FUNCTION coherence.run_detection(
+    lookback    interval DEFAULT '48 hours',
+    tolerance   interval DEFAULT '5 minutes',
+    close_after interval DEFAULT '30 minutes',
+    full_rescan boolean DEFAULT false
+)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run        bigint;
+    v_prev_now   timestamptz;
+    v_new_min    timestamptz;
+    v_new_max    timestamptz;
+    v_since      timestamptz;
+    v_until      timestamptz;
+    v_data_now   timestamptz;
+    v_anoms      integer := 0;
+    v_opened     integer := 0;
+    v_updated    integer := 0;
+    v_resolved   integer := 0;
+    v_signals    jsonb;
+    v_samples    jsonb;
+    v_incidents  jsonb;
+    inc          jsonb;
+    v_keep       bigint;
+    v_old        coherence.incidents;
+    v_first      timestamptz;
+    v_last       timestamptz;
+    v_top        jsonb;
+    r            record;
+BEGIN
+    IF lookback IS NULL OR tolerance IS NULL OR close_after IS NULL OR full_rescan IS NULL THEN
+        RAISE EXCEPTION 'run_detection arguments must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Call SELECT coherence.run_detection(); for the defaults.';
+    END IF;
+    IF lookback < interval '0' OR tolerance <= interval '0' OR close_after <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be >= 0, tolerance and close_after > 0'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s, tolerance = %s, close_after = %s', lookback, tolerance, close_after),
+                  HINT = 'Defaults: lookback 48 hours, tolerance 5 minutes, close_after 30 minutes.';
+    END IF;
+    -- Each statement below must see what committed before it (a REPEATABLE READ snapshot
+    -- taken before the lock would miss a concurrent run's incidents and duplicate them).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'coherence.run_detection() must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = format('transaction_isolation is %s', current_setting('transaction_isolation')),
+                  HINT = 'Call it in its own transaction at the default isolation level (pg_cron does).';
+    END IF;
+    -- One run at a time. A concurrent call returns at once. The lock is a table lock on
+    -- coherence.detection_runs in a mode only roles that may write that table can take, so no
+    -- other login can block the job.
+    BEGIN
+        LOCK TABLE coherence.detection_runs IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'coherence.run_detection() is already running; this call does nothing';
+        RETURN jsonb_build_object('skipped', 'already running');
+    END;
+
+    SELECT data_now INTO v_prev_now FROM coherence.detection_runs
+     WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
+    INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
+
+    -- New data: the queue filled by the tables' insert triggers. Deleting it here makes the
+    -- run's claim atomic with its results; rows of transactions that commit later are queued
+    -- later and analysed by a later run.
+    WITH q AS (DELETE FROM coherence.pending_series RETURNING min_ts, max_ts)
+    SELECT min(q.min_ts), max(q.max_ts) INTO v_new_min, v_new_max FROM q;
+    IF full_rescan OR v_prev_now IS NULL THEN
+        -- Everything (first run, or asked): one pass over the tables' finite times.
+        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                     (SELECT min(ts) FROM coherence.signal_events WHERE isfinite(ts))),
+               greatest((SELECT max("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                        (SELECT max(ts) FROM coherence.signal_events WHERE isfinite(ts)))
+          INTO v_new_min, v_new_max;
+        v_since := v_new_min;
+    ELSE
+        v_since := v_new_min - lookback;
+    END IF;
+    -- Data time: the newest sample any run has seen (incidents resolve against it).
+    v_data_now := greatest(v_prev_now, v_new_max);
+
+    IF v_new_min IS NOT NULL THEN
+        v_until := v_data_now + interval '1 microsecond';
+
+        -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
+        WITH ev AS (
+            SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
+             WHERE d.risk >= coherence.default_min_risk()
+                -- Context of an error burst: a robust event on the host that ends at most
+                -- `tolerance` before an error is kept whatever its risk (routine for the series
+                -- alone, it still explains the burst; the burst is the news).
+                OR (d.detector = 'robust' AND EXISTS (
+                       SELECT 1 FROM coherence.signal_events e
+                        WHERE e.host = d.host AND e.severity = 'error'
+                          AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
+        ), up AS (
+            INSERT INTO coherence.anomalies AS a
+                   (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                    baseline, score, risk, summary)
+            SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                   baseline, score, risk, summary FROM ev
+            ON CONFLICT (host, metric, detector, started_at) DO UPDATE
+               SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
+                   peak_value = excluded.peak_value, baseline = excluded.baseline,
+                   score = excluded.score, risk = excluded.risk, summary = excluded.summary,
+                   updated_at = now()
+             WHERE (a.kind, a.ended_at, a.peak_at, a.peak_value, a.baseline, a.score, a.risk, a.summary)
+                   IS DISTINCT FROM
+                   (excluded.kind, excluded.ended_at, excluded.peak_at, excluded.peak_value,
+                    excluded.baseline, excluded.score, excluded.risk, excluded.summary)
+            RETURNING 1
+        )
+        SELECT count(*) INTO v_anoms FROM up;
+
+        -- 2. Correlate anomalies and error events of the range.
+        SELECT coalesce(jsonb_agg(s), '[]'::jsonb) INTO v_signals FROM (
+            SELECT 'anomaly:' || a.id AS id, a.host, 'anomaly' AS kind, a.metric,
+                   a.kind AS anomaly_kind,
+                   (extract(epoch FROM a.started_at) * 1e6)::bigint AS start,
+                   (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
+                   (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
+                   a.peak_value, a.risk, a.baseline,
+                   coherence.metric_unit(a.metric) AS unit
+              FROM coherence.anomalies a
+             WHERE a.ended_at >= v_since AND a.started_at < v_until
+            UNION ALL
+            SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, ''
+              FROM coherence.signal_events e
+             WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
+        ) s;
+        -- Values of leaking metrics at each error, for "Memory at 87.61% (leak progression)".
+        SELECT coalesce(jsonb_agg(jsonb_build_object('host', x.host, 'metric', x.metric,
+                   'ts', (extract(epoch FROM x.ts) * 1e6)::bigint, 'value', x.value)), '[]'::jsonb)
+          INTO v_samples
+          FROM (SELECT DISTINCT e.host, l.metric, m."timestamp" AS ts, m.value
+                  FROM coherence.signal_events e
+                  JOIN (SELECT DISTINCT host, metric FROM coherence.anomalies
+                         WHERE kind = 'leak' AND ended_at >= v_since AND started_at < v_until) l
+                    ON l.host = e.host
+                 CROSS JOIN LATERAL (
+                       SELECT mm."timestamp", mm.value FROM coherence.metrics mm
+                        WHERE mm.host = e.host AND mm.metric_name = l.metric AND mm."timestamp" <= e.ts
+                        ORDER BY mm."timestamp" DESC LIMIT 1) m
+                 WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance);
+
+        -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
+        --    (the others are marked merged), or opens a new one.
+        FOR inc IN SELECT * FROM jsonb_array_elements(v_incidents) LOOP
+            v_first := to_timestamp((inc->>'opened_at')::double precision / 1e6);
+            v_last := to_timestamp((inc->>'last_signal_at')::double precision / 1e6);
+            v_top := inc->'hypotheses'->0;
+            SELECT * INTO v_old FROM coherence.incidents i
+             WHERE i.host = inc->>'host' AND i.status <> 'merged'
+               AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance
+             ORDER BY i.id LIMIT 1;
+            IF NOT FOUND THEN
+                INSERT INTO coherence.incidents
+                       (host, opened_at, first_error_at, last_signal_at, error_count, risk,
+                        hypothesis, confidence, hypotheses, narrative, signals, context, graph)
+                VALUES (inc->>'host', v_first,
+                        to_timestamp((inc->>'first_error_at')::double precision / 1e6), v_last,
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision,
+                        v_top->>'cause', (v_top->>'confidence')::double precision,
+                        inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
+                        inc->'edges')
+                RETURNING id INTO v_keep;
+                v_opened := v_opened + 1;
+                PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                    'event', 'opened', 'id', v_keep, 'host', inc->>'host',
+                    'risk', (inc->>'risk')::double precision, 'previous_risk', NULL,
+                    'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+            ELSE
+                v_keep := v_old.id;
+                UPDATE coherence.incidents i
+                   SET opened_at = least(v_old.opened_at, v_first),
+                       first_error_at = to_timestamp((inc->>'first_error_at')::double precision / 1e6),
+                       last_signal_at = greatest(v_old.last_signal_at, v_last),
+                       error_count = (inc->>'error_count')::int,
+                       risk = (inc->>'risk')::double precision,
+                       hypothesis = v_top->>'cause',
+                       confidence = (v_top->>'confidence')::double precision,
+                       hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
+                       signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
+                       status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
+                       resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
+                       updated_at = now()
+                 WHERE i.id = v_keep
+                   AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
+                        i.narrative, i.signals, i.context, i.graph)
+                       IS DISTINCT FROM
+                       (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
+                        (v_top->>'confidence')::double precision, inc->>'narrative',
+                        inc->'signal_ids', inc->'context_ids', inc->'edges');
+                IF FOUND THEN
+                    v_updated := v_updated + 1;
+                    IF v_old.risk IS DISTINCT FROM (inc->>'risk')::double precision THEN
+                        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                            'event', 'updated', 'id', v_keep, 'host', inc->>'host',
+                            'risk', (inc->>'risk')::double precision, 'previous_risk', v_old.risk,
+                            'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+                    END IF;
+                END IF;
+                -- Other stored incidents this one now covers are merged into it.
+                UPDATE coherence.incidents i
+                   SET status = 'merged', merged_into = v_keep, updated_at = now()
+                 WHERE i.host = inc->>'host' AND i.status <> 'merged' AND i.id <> v_keep
+                   AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance;
+            END IF;
+            -- The causal graph, rewritten only when it changed.
+            IF NOT EXISTS (SELECT 1 FROM coherence.incident_edges WHERE incident_id = v_keep)
+               OR (SELECT graph FROM coherence.incidents WHERE id = v_keep) IS DISTINCT FROM
+                  (SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                          'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                          ORDER BY cause, effect), '[]'::jsonb)
+                     FROM coherence.incident_edges WHERE incident_id = v_keep) THEN
+                DELETE FROM coherence.incident_edges WHERE incident_id = v_keep;
+                INSERT INTO coherence.incident_edges (incident_id, cause, effect, lag, strength)
+                SELECT v_keep, e->>'cause', e->>'effect',
+                       make_interval(secs => (e->>'lag_secs')::double precision),
+                       (e->>'strength')::double precision
+                  FROM jsonb_array_elements(inc->'edges') e
+                ON CONFLICT DO NOTHING;
+                UPDATE coherence.incidents SET graph = (
+                    SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                           'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                           ORDER BY cause, effect), '[]'::jsonb)
+                      FROM coherence.incident_edges WHERE incident_id = v_keep)
+                 WHERE id = v_keep;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 4. Resolve incidents with no signal for close_after (in data time).
+    FOR r IN
+        UPDATE coherence.incidents i
+           SET status = 'resolved', resolved_at = now(), updated_at = now()
+         WHERE i.status = 'open' AND i.last_signal_at < v_data_now - close_after
+        RETURNING i.id, i.host, i.risk, i.hypothesis, i.opened_at
+    LOOP
+        v_resolved := v_resolved + 1;
+        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+            'event', 'resolved', 'id', r.id, 'host', r.host, 'risk', r.risk, 'previous_risk', r.risk,
+            'hypothesis', r.hypothesis, 'opened_at', r.opened_at, 'status', 'resolved')::text);
+    END LOOP;
+
+    UPDATE coherence.detection_runs
+       SET finished_at = clock_timestamp(), data_now = v_data_now,
+           since = CASE WHEN v_new_min IS NOT NULL THEN v_since END,
+           until = v_until, anomalies_changed = v_anoms, incidents_opened = v_opened,
+           incidents_updated = v_updated, incidents_resolved = v_resolved
+     WHERE id = v_run;
+    RETURN jsonb_build_object('run', v_run, 'since', v_since, 'until', v_until,
+        'anomalies_changed', v_anoms, 'incidents_opened', v_opened,
+        'incidents_updated', v_updated, 'incidents_resolved', v_resolved);
+END
+$fn$;
+COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
+    'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback), persists coherence.anomalies, correlates them with error events into coherence.incidents, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+
+COMMENT ON ROLE coherence_reader IS 'Read-only access to the coherence views, data and results for BI tools (GRANT coherence_reader TO grafana;).';
+GRANT USAGE ON SCHEMA coherence TO coherence_reader;
+GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health,
+    coherence.metrics, coherence.signal_events, coherence.anomalies, coherence.incidents,
+    coherence.incident_edges, coherence.detection_runs
+    TO coherence_reader;
+-- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
+REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
+
