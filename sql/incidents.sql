@@ -43,7 +43,7 @@ CREATE TABLE coherence.incidents (
     host           text NOT NULL,
     status         text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'merged')),
     opened_at      timestamptz NOT NULL,
-    first_error_at timestamptz NOT NULL,
+    first_error_at timestamptz,
     last_signal_at timestamptz NOT NULL,
     resolved_at    timestamptz,
     merged_into    bigint REFERENCES coherence.incidents (id),
@@ -57,23 +57,25 @@ CREATE TABLE coherence.incidents (
     context        jsonb NOT NULL,
     graph          jsonb NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    updated_at     timestamptz NOT NULL DEFAULT now()
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    ranking        jsonb NOT NULL DEFAULT '[]'
 );
 CREATE INDEX incidents_host_time_idx ON coherence.incidents (host, opened_at, last_signal_at);
 CREATE INDEX incidents_open_idx ON coherence.incidents (risk DESC) WHERE status = 'open';
 COMMENT ON TABLE coherence.incidents IS
-    'Incident history: error events and anomalies on one host within the tolerance, one row per incident, updated in place as it grows; merged incidents point to the one they joined.';
+    'Incident history: error events and anomalies on one host within the tolerance (or, without errors, anomalies strong enough together), one row per incident, updated in place as it grows; merged incidents point to the one they joined.';
 COMMENT ON COLUMN coherence.incidents.id IS 'Incident id (the PagerDuty dedup key).';
 COMMENT ON COLUMN coherence.incidents.host IS 'Host.';
 COMMENT ON COLUMN coherence.incidents.status IS 'open; resolved (no new signal for close_after of data time); merged (joined another incident, see merged_into).';
 COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
-COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ...").';
+COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: [{metric, anomaly, kind, start, risk, score}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
 COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
 COMMENT ON COLUMN coherence.incidents.merged_into IS 'For merged incidents, the incident that absorbed it.';
 COMMENT ON COLUMN coherence.incidents.error_count IS 'Error events in the burst.';
 COMMENT ON COLUMN coherence.incidents.risk IS 'Risk in [0, 1] (see docs/incidents.md).';
-COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge or undetermined.';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, correlated metric anomalies, metric anomaly or undetermined.';
 COMMENT ON COLUMN coherence.incidents.confidence IS 'Confidence of the top hypothesis in [0, 1].';
 COMMENT ON COLUMN coherence.incidents.hypotheses IS 'All hypotheses, ranked: [{cause, confidence, evidence}].';
 COMMENT ON COLUMN coherence.incidents.narrative IS 'Narrative in the seed''s form.';
@@ -261,13 +263,13 @@ BEGIN
                    (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
                    (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
                    a.peak_value, a.risk, a.baseline,
-                   coherence.metric_unit(a.metric) AS unit
+                   coherence.metric_unit(a.metric) AS unit, a.score
               FROM coherence.anomalies a
              WHERE a.ended_at >= v_since AND a.started_at < v_until
             UNION ALL
             SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
                    (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
-                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, ''
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, '', NULL
               FROM coherence.signal_events e
              WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
         ) s;
@@ -300,13 +302,14 @@ BEGIN
             IF NOT FOUND THEN
                 INSERT INTO coherence.incidents
                        (host, opened_at, first_error_at, last_signal_at, error_count, risk,
-                        hypothesis, confidence, hypotheses, narrative, signals, context, graph)
+                        hypothesis, confidence, hypotheses, narrative, signals, context, graph,
+                        ranking)
                 VALUES (inc->>'host', v_first,
                         to_timestamp((inc->>'first_error_at')::double precision / 1e6), v_last,
                         (inc->>'error_count')::int, (inc->>'risk')::double precision,
                         v_top->>'cause', (v_top->>'confidence')::double precision,
                         inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
-                        inc->'edges')
+                        inc->'edges', inc->'ranking')
                 RETURNING id INTO v_keep;
                 v_opened := v_opened + 1;
                 PERFORM pg_notify('coherence_incidents', jsonb_build_object(
@@ -317,7 +320,8 @@ BEGIN
                 v_keep := v_old.id;
                 UPDATE coherence.incidents i
                    SET opened_at = least(v_old.opened_at, v_first),
-                       first_error_at = to_timestamp((inc->>'first_error_at')::double precision / 1e6),
+                       first_error_at = least(i.first_error_at,
+                                              to_timestamp((inc->>'first_error_at')::double precision / 1e6)),
                        last_signal_at = greatest(v_old.last_signal_at, v_last),
                        error_count = (inc->>'error_count')::int,
                        risk = (inc->>'risk')::double precision,
@@ -325,17 +329,18 @@ BEGIN
                        confidence = (v_top->>'confidence')::double precision,
                        hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
                        signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
+                       ranking = inc->'ranking',
                        status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
                        resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
                        updated_at = now()
                  WHERE i.id = v_keep
                    AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
-                        i.narrative, i.signals, i.context, i.graph)
+                        i.narrative, i.signals, i.context, i.graph, i.ranking)
                        IS DISTINCT FROM
                        (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
                         (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
                         (v_top->>'confidence')::double precision, inc->>'narrative',
-                        inc->'signal_ids', inc->'context_ids', inc->'edges');
+                        inc->'signal_ids', inc->'context_ids', inc->'edges', inc->'ranking');
                 IF FOUND THEN
                     v_updated := v_updated + 1;
                     IF v_old.risk IS DISTINCT FROM (inc->>'risk')::double precision THEN
@@ -415,7 +420,7 @@ COMMENT ON VIEW coherence.active_incidents IS 'Open incidents, for dashboards: S
 COMMENT ON COLUMN coherence.active_incidents.id IS 'Incident id.';
 COMMENT ON COLUMN coherence.active_incidents.host IS 'Host.';
 COMMENT ON COLUMN coherence.active_incidents.opened_at IS 'Earliest member signal.';
-COMMENT ON COLUMN coherence.active_incidents.first_error_at IS 'First error event.';
+COMMENT ON COLUMN coherence.active_incidents.first_error_at IS 'First error event (NULL for an incident of anomalies alone).';
 COMMENT ON COLUMN coherence.active_incidents.last_signal_at IS 'Latest member signal.';
 COMMENT ON COLUMN coherence.active_incidents.error_count IS 'Error events.';
 COMMENT ON COLUMN coherence.active_incidents.risk IS 'Risk in [0, 1], two decimals.';

@@ -1,7 +1,8 @@
 -- coherence 0.2.0 -> 0.3.0 (see CHANGELOG.md). Run by ALTER EXTENSION coherence UPDATE TO '0.3.0'.
--- Hardening: finite times enforced on the input tables, a queue of new data that late commits
--- cannot escape, run_detection's lock and isolation check, search_path-proof samples(), the
--- reader role's rights. Every row is kept.
+-- Hardening and incidents without errors: finite times enforced on the input tables, a queue
+-- of new data that late commits cannot escape, run_detection's lock and isolation check,
+-- search_path-proof samples(), the reader role's rights, anomaly-only incidents with a
+-- root-cause ranking. Every row is kept.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Finite times from now on. Existing rows are checked too; if some are ±infinity the update
@@ -87,15 +88,25 @@ CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_signal_events();
 
-
 SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series_id_seq', '');
 
+-- Data time for incremental runs (the first run after this update analyses all data once).
 ALTER TABLE coherence.detection_runs ADD COLUMN data_now timestamptz;
 COMMENT ON TABLE coherence.detection_runs IS
     'One row per coherence.run_detection() call: the data range analysed and what changed. New data is found through coherence.pending_series.';
 COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Until 0.2.0: newest created_at of the input rows seen by the run. Since 0.3.0 new rows are found through coherence.pending_series and this is NULL.';
 COMMENT ON COLUMN coherence.detection_runs.data_now IS 'Newest sample time seen by this or an earlier run (data time; incidents resolve against it).';
+
+-- Incidents of anomalies alone (no first error) and the root-cause ranking.
+ALTER TABLE coherence.incidents ALTER COLUMN first_error_at DROP NOT NULL;
+ALTER TABLE coherence.incidents ADD COLUMN ranking jsonb NOT NULL DEFAULT '[]';
+COMMENT ON TABLE coherence.incidents IS
+    'Incident history: error events and anomalies on one host within the tolerance (or, without errors, anomalies strong enough together), one row per incident, updated in place as it grows; merged incidents point to the one they joined.';
+COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: [{metric, anomaly, kind, start, risk, score}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, correlated metric anomalies, metric anomaly or undetermined.';
+COMMENT ON COLUMN coherence.active_incidents.first_error_at IS 'First error event (NULL for an incident of anomalies alone).';
 
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
 -- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
@@ -248,13 +259,13 @@ BEGIN
                    (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
                    (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
                    a.peak_value, a.risk, a.baseline,
-                   coherence.metric_unit(a.metric) AS unit
+                   coherence.metric_unit(a.metric) AS unit, a.score
               FROM coherence.anomalies a
              WHERE a.ended_at >= v_since AND a.started_at < v_until
             UNION ALL
             SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
                    (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
-                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, ''
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, '', NULL
               FROM coherence.signal_events e
              WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
         ) s;
@@ -287,13 +298,14 @@ BEGIN
             IF NOT FOUND THEN
                 INSERT INTO coherence.incidents
                        (host, opened_at, first_error_at, last_signal_at, error_count, risk,
-                        hypothesis, confidence, hypotheses, narrative, signals, context, graph)
+                        hypothesis, confidence, hypotheses, narrative, signals, context, graph,
+                        ranking)
                 VALUES (inc->>'host', v_first,
                         to_timestamp((inc->>'first_error_at')::double precision / 1e6), v_last,
                         (inc->>'error_count')::int, (inc->>'risk')::double precision,
                         v_top->>'cause', (v_top->>'confidence')::double precision,
                         inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
-                        inc->'edges')
+                        inc->'edges', inc->'ranking')
                 RETURNING id INTO v_keep;
                 v_opened := v_opened + 1;
                 PERFORM pg_notify('coherence_incidents', jsonb_build_object(
@@ -304,7 +316,8 @@ BEGIN
                 v_keep := v_old.id;
                 UPDATE coherence.incidents i
                    SET opened_at = least(v_old.opened_at, v_first),
-                       first_error_at = to_timestamp((inc->>'first_error_at')::double precision / 1e6),
+                       first_error_at = least(i.first_error_at,
+                                              to_timestamp((inc->>'first_error_at')::double precision / 1e6)),
                        last_signal_at = greatest(v_old.last_signal_at, v_last),
                        error_count = (inc->>'error_count')::int,
                        risk = (inc->>'risk')::double precision,
@@ -312,17 +325,18 @@ BEGIN
                        confidence = (v_top->>'confidence')::double precision,
                        hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
                        signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
+                       ranking = inc->'ranking',
                        status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
                        resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
                        updated_at = now()
                  WHERE i.id = v_keep
                    AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
-                        i.narrative, i.signals, i.context, i.graph)
+                        i.narrative, i.signals, i.context, i.graph, i.ranking)
                        IS DISTINCT FROM
                        (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
                         (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
                         (v_top->>'confidence')::double precision, inc->>'narrative',
-                        inc->'signal_ids', inc->'context_ids', inc->'edges');
+                        inc->'signal_ids', inc->'context_ids', inc->'edges', inc->'ranking');
                 IF FOUND THEN
                     v_updated := v_updated + 1;
                     IF v_old.risk IS DISTINCT FROM (inc->>'risk')::double precision THEN

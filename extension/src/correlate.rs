@@ -1,7 +1,7 @@
 //! `coherence.correlate`: the temporal correlator (coherence-core::correlate) over jsonb.
 
 use crate::errors::invalid_parameter;
-use coherence_core::correlate::{correlate as run, CorrelateParams, Sample, Signal};
+use coherence_core::correlate::{correlate_with, CorrelateParams, Sample, Signal};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -40,6 +40,8 @@ fn correlate(
         tolerance_us: tolerance.as_micros() as i64,
         min_errors: min_errors as u64,
     };
-    let incidents = run(&signals, &samples, &p);
+    let incidents = correlate_with(&signals, &samples, &p, &mut || {
+        pgrx::check_for_interrupts!();
+    });
     JsonB(serde_json::to_value(incidents).expect("incidents serialize"))
 }

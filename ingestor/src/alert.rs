@@ -280,7 +280,7 @@ impl Sender {
                 .query_opt(
                     "SELECT d.id, d.incident_id, d.destination, d.action, d.attempts,
                             i.host, i.status, i.risk, i.hypothesis, i.confidence, i.narrative,
-                            to_char(i.first_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                            to_char(coalesce(i.first_error_at, i.opened_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
                        FROM coherence.alert_deliveries d JOIN coherence.incidents i ON i.id = d.incident_id
                       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                         AND d.destination = ANY ($1::text[])

@@ -1,20 +1,31 @@
--- Upgrade: install 0.1.0 with data in every table, ALTER EXTENSION ... UPDATE, and check that
--- the data survives, the new behaviour is there, and the result is the same extension as a
--- fresh install of the current version (functions, signatures, bodies, comments, members).
+-- Upgrade: install each released version with data in every table, walk ALTER EXTENSION ...
+-- UPDATE to the current version (pg_cron's update walk), and check that the data survives, the
+-- new behaviour is there, and the result is the same extension as a fresh install of the
+-- current version: functions (signatures, bodies, comments, volatility, privileges), members,
+-- and tables (columns, defaults, constraints, triggers, comments, privileges; a NULL ACL is
+-- compared as the default it stands for).
 SET client_min_messages = warning;
 DROP DATABASE IF EXISTS coherence_upgrade_test;
+DROP DATABASE IF EXISTS coherence_upgrade_test2;
 CREATE DATABASE coherence_upgrade_test;
-\set fingerprint 'SELECT md5(string_agg(format(''%s(%s) -> %s [%s%s%s] %s %s'', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict, md5(p.prosrc), coalesce(obj_description(p.oid, ''pg_proc''), '''')), E''\n'' ORDER BY p.proname, pg_get_function_arguments(p.oid))) AS functions, (SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E''\n'' ORDER BY pg_describe_object(classid, objid, objsubid))) FROM pg_depend WHERE refclassid = ''pg_extension''::regclass AND refobjid = (SELECT oid FROM pg_extension WHERE extname = ''coherence'') AND deptype = ''e'') AS members FROM pg_proc p WHERE p.pronamespace = ''coherence''::regnamespace'
+CREATE DATABASE coherence_upgrade_test2;
+\set fingerprint 'SELECT (SELECT md5(string_agg(format(''%s(%s) -> %s [%s%s%s%s] %s %s %s'', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict, p.prosecdef, md5(p.prosrc), coalesce(obj_description(p.oid, ''pg_proc''), ''''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(p.proacl, acldefault(''f'', p.proowner))) x)), E''\n'' ORDER BY p.proname, pg_get_function_arguments(p.oid))) FROM pg_proc p WHERE p.pronamespace = ''coherence''::regnamespace) AS functions, (SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E''\n'' ORDER BY pg_describe_object(classid, objid, objsubid))) FROM pg_depend WHERE refclassid = ''pg_extension''::regclass AND refobjid = (SELECT oid FROM pg_extension WHERE extname = ''coherence'') AND deptype = ''e'') AS members, (SELECT md5(string_agg(format(''%s.%s %s %s %s %s'', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum)), E''\n'' ORDER BY c.relname, a.attname)) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum WHERE c.relnamespace = ''coherence''::regnamespace AND c.relkind IN (''r'', ''v'')) AS columns, (SELECT md5(string_agg(format(''%s %s %s %s'', c.relname, c.relkind, obj_description(c.oid, ''pg_class''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(c.relacl, acldefault(''r'', c.relowner))) x)), E''\n'' ORDER BY c.relname)) FROM pg_class c WHERE c.relnamespace = ''coherence''::regnamespace) AS relations, (SELECT md5(string_agg(format(''%s %s %s'', conname, pg_get_constraintdef(oid), convalidated), E''\n'' ORDER BY conname)) FROM pg_constraint WHERE connamespace = ''coherence''::regnamespace) AS constraints, (SELECT md5(string_agg(pg_get_triggerdef(t.oid), E''\n'' ORDER BY t.tgname)) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ''coherence''::regnamespace AND NOT t.tgisinternal) AS triggers'
+\set rows_md5 'SELECT (SELECT md5(string_agg(to_jsonb(m)::text, '','' ORDER BY id)) FROM coherence.metrics m) AS metrics, (SELECT md5(string_agg(to_jsonb(e)::text, '','' ORDER BY id)) FROM coherence.signal_events e) AS events, (SELECT md5(string_agg(to_jsonb(a)::text, '','' ORDER BY id)) FROM coherence.anomalies a) AS anomalies, (SELECT md5(string_agg((to_jsonb(i) - ''ranking'')::text, '','' ORDER BY id)) FROM coherence.incidents i) AS incidents, (SELECT md5(string_agg((to_jsonb(r) - ''data_now'')::text, '','' ORDER BY id)) FROM coherence.detection_runs r) AS runs, (SELECT count(*) FROM coherence.metrics) AS metric_rows'
 
--- The fresh install (this database) is the reference.
+-- A fresh install of the current version is the reference.
+\c coherence_upgrade_test2
+CREATE EXTENSION coherence;
 :fingerprint \gset fresh_
+DROP EXTENSION coherence;
 
+-- Path 1: 0.1.0 with data, updated step by step.
 \c coherence_upgrade_test
 SET TimeZone = 'UTC';
 SET client_min_messages = warning;
 CREATE EXTENSION coherence VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'coherence';
-SELECT * FROM pg_extension_update_paths('coherence') WHERE source = '0.1.0' AND path IS NOT NULL;
+SELECT source, target, path FROM pg_extension_update_paths('coherence')
+ WHERE path IS NOT NULL ORDER BY source, target;
 
 -- Data in 0.1.0: a leaking, spiking host with an error burst, detected by 0.1.0's job.
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
@@ -28,38 +39,76 @@ SELECT '2025-12-13 04:03+00'::timestamptz + k * interval '20 seconds', 'web-1', 
        'error', 'error', 'test', 'e' || k, 'HTTP 503'
   FROM generate_series(0, 9) k;
 SELECT (coherence.run_detection())->'incidents_opened' AS opened_by_0_1_0;
-CREATE TEMP TABLE before AS
-SELECT (SELECT md5(string_agg(to_jsonb(m)::text, ',' ORDER BY id)) FROM coherence.metrics m) AS metrics,
-       (SELECT md5(string_agg(to_jsonb(e)::text, ',' ORDER BY id)) FROM coherence.signal_events e) AS events,
-       (SELECT md5(string_agg(to_jsonb(a)::text, ',' ORDER BY id)) FROM coherence.anomalies a) AS anomalies,
-       (SELECT md5(string_agg(to_jsonb(i)::text, ',' ORDER BY id)) FROM coherence.incidents i) AS incidents,
-       (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.detection_runs r) AS runs,
-       (SELECT count(*) FROM coherence.metrics) AS metric_rows;
+CREATE TEMP TABLE before AS :rows_md5;
 
+ALTER EXTENSION coherence UPDATE TO '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'coherence';
+SELECT (coherence.run_detection())->'anomalies_changed' IS NOT NULL AS job_runs_in_0_2_0;
+CREATE TEMP TABLE before_0_3_0 AS :rows_md5;
+-- 0.2.0 let a row at -infinity in (0.3.0 refuses new ones); the update must keep it.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('web-1', 'cpu', 1, '-infinity');
 ALTER EXTENSION coherence UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'coherence';
+DELETE FROM coherence.metrics WHERE "timestamp" = '-infinity';
 
--- Every row survives the update unchanged.
-SELECT b.metric_rows,
-       b.metrics = (SELECT md5(string_agg(to_jsonb(m)::text, ',' ORDER BY id)) FROM coherence.metrics m) AS metrics_same,
-       b.events = (SELECT md5(string_agg(to_jsonb(e)::text, ',' ORDER BY id)) FROM coherence.signal_events e) AS events_same,
-       b.anomalies = (SELECT md5(string_agg(to_jsonb(a)::text, ',' ORDER BY id)) FROM coherence.anomalies a) AS anomalies_same,
-       b.incidents = (SELECT md5(string_agg(to_jsonb(i)::text, ',' ORDER BY id)) FROM coherence.incidents i) AS incidents_same,
-       b.runs = (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.detection_runs r) AS runs_same
-  FROM before b;
+-- Every row survives both updates unchanged (the new columns aside).
+CREATE TEMP TABLE after AS :rows_md5;
+SELECT b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events = a.events AS events_same,
+       b.anomalies = a.anomalies AS anomalies_same, b.incidents = a.incidents AS incidents_same,
+       b.runs = a.runs AS runs_same
+  FROM before_0_3_0 b, after a;
+SELECT b.metrics = a.metrics AS metrics_same_as_0_1_0, b.events = a.events AS events_same_as_0_1_0
+  FROM before b, after a;
+SELECT count(*) FILTER (WHERE ranking = '[]') AS incidents_with_default_ranking,
+       count(*) FILTER (WHERE first_error_at IS NOT NULL) AS with_first_error
+  FROM coherence.incidents;
 
--- The updated extension is the current one: same functions and members as a fresh install.
+-- The constraint that found the -infinity row stayed NOT VALID; validated now that it is gone,
+-- the updated extension is the current one.
+ALTER TABLE coherence.metrics VALIDATE CONSTRAINT metrics_times_finite;
 :fingerprint \gset upgraded_
 SELECT :'upgraded_functions' = :'fresh_functions' AS functions_as_fresh,
-       :'upgraded_members' = :'fresh_members' AS members_as_fresh;
+       :'upgraded_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded_triggers' = :'fresh_triggers' AS triggers_as_fresh;
 
--- New behaviour on the old data: lookback, the kinds catalogue, and the job still runs.
+-- New behaviour on the old data: lookback, the kinds catalogue, and the job: the first run
+-- after the update analyses everything once, the next finds nothing new, new rows are queued.
 SELECT kind, detector FROM coherence.detect_events('2025-12-13 03:30', '2025-12-13 04:30', lookback => interval '2 days')
  WHERE host = 'web-1' ORDER BY kind;
 SELECT count(*) AS kinds FROM coherence.anomaly_kinds();
-SELECT (r ? 'incidents_opened') AS job_runs_after_update FROM coherence.run_detection(full_rescan => true) r;
+SELECT r->>'since' AS first_run_since FROM coherence.run_detection() r;
+SELECT r->>'since' IS NULL AS nothing_new FROM coherence.run_detection() r;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('web-1', 'cpu', 30, '2025-12-13 08:00+00');
+SELECT host, metric, min_ts, rows FROM coherence.pending_series;
+SELECT r->>'since' AS queued_run_since FROM coherence.run_detection() r;
 SELECT count(*) AS incidents FROM coherence.incidents WHERE status <> 'merged';
+
+-- Path 2: 0.2.0 with data, updated directly.
+\c coherence_upgrade_test2
+SET TimeZone = 'UTC';
+SET client_min_messages = warning;
+CREATE EXTENSION coherence VERSION '0.2.0';
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-1', 'cpu', 30.0 + ((i * 7919) % 11 - 5), '2025-12-11 08:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(0, 1439) i;
+SELECT (coherence.run_detection())->'since' AS since_0_2_0;
+CREATE TEMP TABLE before AS :rows_md5;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same,
+       b.anomalies IS NOT DISTINCT FROM a.anomalies AS anomalies_same, b.runs = a.runs AS runs_same
+  FROM pg_extension, before b, after a WHERE extname = 'coherence';
+:fingerprint \gset upgraded2_
+SELECT :'upgraded2_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded2_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded2_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded2_triggers' = :'fresh_triggers' AS triggers_as_fresh;
 
 \c coherence_regress
 SET client_min_messages = warning;
 DROP DATABASE coherence_upgrade_test;
+DROP DATABASE coherence_upgrade_test2;

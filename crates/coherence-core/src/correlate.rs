@@ -8,14 +8,25 @@
 //! anomaly within `tolerance` of its start) on the same host are linked when they are at most
 //! `tolerance` apart (default ±5 minutes); linked signals form a group (single linkage, so
 //! overlapping groups merge). A group is an incident when it has at least one error and either
-//! an anomaly or at least `min_errors` errors (default 3). *Long* anomalies (leak trends,
+//! an anomaly or at least `min_errors` errors (default 3) — the seed's error-burst incident —
+//! or, with no error at all, when its anomalies are strong enough together: anomalies on at
+//! least two metrics whose combined risk `1 − Π(1 − risk)` (strongest anomaly per metric) is at
+//! least [`TOGETHER_RISK`], or one anomaly of risk at least [`ALONE_RISK`]. *Long* anomalies (leak trends,
 //! sustained level shifts) do not link groups — a 48-hour leak would otherwise join every error
 //! of two days — but are attached as context to each incident they are active during.
 //!
-//! **Causal graph.** Nodes: the error burst (time of the first error) and each member anomaly
-//! (its start). An edge `A → B` ("A precedes B") for every pair with `A` earlier, with
-//! `lag = t(B) − t(A)` and `strength = risk(A) · tolerance / (tolerance + lag)` for short
-//! signals (close in time is stronger); a context anomaly's edges have `strength = 0.5 · risk`.
+//! **Root-cause ranking.** Each member metric is represented by its strongest anomaly (ties:
+//! the earliest); members are ranked by `score = risk · tolerance / (tolerance + onset lag)`,
+//! the onset lag being the time from the incident's first anomaly onset to the member's onset:
+//! the metric that moved first and strongest leads. The ranking is `Incident::ranking`.
+//!
+//! **Causal graph.** Nodes: the error burst (time of the first error), each member metric's
+//! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
+//! B") for `A` earlier, with `lag = t(B) − t(A)` and `strength = risk(A) · tolerance /
+//! (tolerance + lag)` for short signals (close in time is stronger); a context anomaly's edges
+//! have `strength = 0.5 · risk`. Bounded: each node keeps its [`MAX_CAUSES`] strongest causes
+//! and an incident at most [`MAX_EDGES`] edges (the strongest), so memory and time are linear in
+//! the number of signals however large an incident grows.
 //!
 //! **Hypotheses** (ranked by confidence; only anomalies that start at or before the first error
 //! count as causes, ones within a minute after it (one sample) as concurrent at 0.7× weight,
@@ -30,7 +41,11 @@
 //! * `undetermined`: `1 − max(others)`, listed always; it ranks first when nothing else
 //!   reaches 0.5, and the narrative then says so instead of guessing.
 //!
+//! * `correlated metric anomalies` (incidents without errors, two or more metrics): their
+//!   combined risk, led by the top-ranked metric; `metric anomaly` with one metric.
+//!
 //! **Risk** of an incident: `1 − (1 − min(1, errors / 10)) · (1 − max anomaly risk)`.
+//! The narrative lists at most [`MAX_NARRATIVE_LINES`] anomaly lines and says how many more.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +77,9 @@ pub struct Signal {
     /// Display unit ("%" for percent metrics).
     #[serde(default)]
     pub unit: String,
+    /// The detector's score (robust z, Mann-Kendall z, ...), shown where a ratio has no base.
+    #[serde(default)]
+    pub score: Option<f64>,
 }
 
 /// A metric sample the SQL side looked up for narratives (the value of a context metric at or
@@ -93,16 +111,43 @@ pub struct Hypothesis {
 pub struct Incident {
     pub host: String,
     pub opened_at: i64,
-    pub first_error_at: i64,
+    /// First error event; `None` for an incident of anomalies alone.
+    pub first_error_at: Option<i64>,
     pub last_signal_at: i64,
     pub error_count: u64,
     pub signal_ids: Vec<String>,
     pub context_ids: Vec<String>,
     pub edges: Vec<Edge>,
     pub hypotheses: Vec<Hypothesis>,
+    /// Member metrics, most likely root cause first (see the module docs).
+    pub ranking: Vec<Member>,
     pub risk: f64,
     pub narrative: String,
 }
+
+/// A member metric of an incident in the root-cause ranking.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    pub metric: String,
+    /// Its representative (strongest) anomaly.
+    pub anomaly: String,
+    pub kind: String,
+    /// Onset of that anomaly (Unix µs).
+    pub start: i64,
+    pub risk: f64,
+    pub score: f64,
+}
+
+/// Risk one anomaly needs to open an incident alone (no error, no other metric).
+pub const ALONE_RISK: f64 = 0.8;
+/// Combined risk anomalies on two or more metrics need to open an incident without errors.
+pub const TOGETHER_RISK: f64 = 0.5;
+/// Causes kept per causal-graph node (the strongest).
+pub const MAX_CAUSES: usize = 3;
+/// Edges kept per incident (the strongest).
+pub const MAX_EDGES: usize = 200;
+/// Anomaly lines in a narrative; more are summarised in one line.
+pub const MAX_NARRATIVE_LINES: usize = 12;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CorrelateParams {
@@ -174,7 +219,17 @@ fn val(v: f64, unit: &str) -> String {
 /// Correlates signals (any hosts, any order) into incidents, ordered by host and time.
 /// `samples` give context metrics' values for narratives ("Memory at 87.61%").
 pub fn correlate(signals: &[Signal], samples: &[Sample], p: &CorrelateParams) -> Vec<Incident> {
-    let tol = p.tolerance_us;
+    correlate_with(signals, samples, p, &mut || {})
+}
+
+/// [`correlate`], calling `tick` regularly (PostgreSQL's interrupt check).
+pub fn correlate_with(
+    signals: &[Signal],
+    samples: &[Sample],
+    p: &CorrelateParams,
+    tick: &mut dyn FnMut(),
+) -> Vec<Incident> {
+    let tol = p.tolerance_us.max(1);
     let mut hosts: Vec<&str> = signals.iter().map(|s| s.host.as_str()).collect();
     hosts.sort_unstable();
     hosts.dedup();
@@ -190,7 +245,10 @@ pub fn correlate(signals: &[Signal], samples: &[Sample], p: &CorrelateParams) ->
         // Single-linkage grouping on [start, end] with the tolerance.
         let mut groups: Vec<Vec<&Signal>> = Vec::new();
         let mut group_end = i64::MIN;
-        for s in short {
+        for (i, s) in short.into_iter().enumerate() {
+            if i % 1024 == 0 {
+                tick();
+            }
             match groups.last_mut() {
                 Some(g) if s.start <= group_end.saturating_add(tol) => {
                     g.push(s);
@@ -207,23 +265,124 @@ pub fn correlate(signals: &[Signal], samples: &[Sample], p: &CorrelateParams) ->
             let anomalies: Vec<&Signal> =
                 g.iter().copied().filter(|s| s.kind == "anomaly").collect();
             let n_err = errors.len() as u64;
-            if n_err == 0 || (anomalies.is_empty() && n_err < p.min_errors) {
+            tick();
+            let forms = if n_err == 0 {
+                strong_together(&anomalies)
+            } else {
+                !anomalies.is_empty() || n_err >= p.min_errors
+            };
+            if !forms {
                 continue;
             }
             let first = g.iter().map(|s| s.start).min().unwrap();
             let last = g.iter().map(|s| s.end.max(s.start)).max().unwrap();
-            let first_err = errors.iter().map(|s| s.start).min().unwrap();
+            let first_err = errors.iter().map(|s| s.start).min();
             let context: Vec<&Signal> = long
                 .iter()
                 .copied()
                 .filter(|s| s.start <= last + tol && s.end >= first - tol)
                 .collect();
             out.push(build(
-                host, &errors, &anomalies, &context, samples, first, first_err, last, tol,
+                host, &errors, &anomalies, &context, samples, first, first_err, last, tol, tick,
             ));
         }
     }
     out
+}
+
+/// The strongest anomaly of each metric (ties: the earliest), in metric order.
+fn representatives<'a>(anomalies: &[&'a Signal]) -> Vec<&'a Signal> {
+    let mut best: std::collections::BTreeMap<&str, &'a Signal> = Default::default();
+    for a in anomalies {
+        let e = best.entry(a.metric.as_str()).or_insert(a);
+        if a.risk > e.risk || (a.risk == e.risk && (a.start, &a.id) < (e.start, &e.id)) {
+            *e = a;
+        }
+    }
+    best.into_values().collect()
+}
+
+/// `1 − Π(1 − risk)` over the given anomalies.
+fn combined_risk(reps: &[&Signal]) -> f64 {
+    1.0 - reps
+        .iter()
+        .map(|a| 1.0 - a.risk.clamp(0.0, 1.0))
+        .product::<f64>()
+}
+
+/// Whether anomalies without any error form an incident (see the module docs).
+fn strong_together(anomalies: &[&Signal]) -> bool {
+    let reps = representatives(anomalies);
+    reps.iter().any(|a| a.risk >= ALONE_RISK)
+        || (reps.len() >= 2 && combined_risk(&reps) >= TOGETHER_RISK)
+}
+
+/// Members ranked by onset-weighted risk (see the module docs).
+fn rank(reps: &[&Signal], tol: i64) -> Vec<Member> {
+    let onset = reps.iter().map(|a| a.start).min().unwrap_or(0);
+    let mut out: Vec<Member> = reps
+        .iter()
+        .map(|a| {
+            let lag = a.start.saturating_sub(onset).max(0) as f64;
+            let score = a.risk.clamp(0.0, 1.0) * tol as f64 / (tol as f64 + lag);
+            Member {
+                metric: a.metric.clone(),
+                anomaly: a.id.clone(),
+                kind: a.anomaly_kind.clone(),
+                start: a.start,
+                risk: a.risk,
+                score: (score * 1e4).round() / 1e4,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.start.cmp(&b.start))
+            .then(a.metric.cmp(&b.metric))
+    });
+    out
+}
+
+/// Causal graph over `(id, time, risk, is_context)` nodes, bounded (see the module docs).
+fn graph(mut nodes: Vec<(String, i64, f64, bool)>, tol: i64, tick: &mut dyn FnMut()) -> Vec<Edge> {
+    nodes.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut kept: Vec<(f64, usize, usize)> = Vec::new();
+    for (j, b) in nodes.iter().enumerate() {
+        if j % 256 == 0 {
+            tick();
+        }
+        // The strongest MAX_CAUSES earlier nodes.
+        let mut causes: Vec<(f64, usize)> = Vec::with_capacity(MAX_CAUSES + 1);
+        for (i, a) in nodes[..j].iter().enumerate() {
+            if a.1 >= b.1 {
+                continue; // same time: no precedence
+            }
+            let lag = (b.1 - a.1) as f64;
+            let strength = if a.3 {
+                0.5 * a.2
+            } else {
+                a.2 * tol as f64 / (tol as f64 + lag)
+            };
+            if causes.len() < MAX_CAUSES || strength > causes[causes.len() - 1].0 {
+                causes.push((strength, i));
+                causes.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+                causes.truncate(MAX_CAUSES);
+            }
+        }
+        kept.extend(causes.into_iter().map(|(st, i)| (st, i, j)));
+    }
+    kept.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+    kept.truncate(MAX_EDGES);
+    kept.sort_by_key(|&(_, i, j)| (i, j));
+    kept.into_iter()
+        .map(|(strength, i, j)| Edge {
+            cause: nodes[i].0.clone(),
+            effect: nodes[j].0.clone(),
+            lag_secs: (nodes[j].1 - nodes[i].1) as f64 / 1e6,
+            strength: (strength * 1e6).round() / 1e6,
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -234,53 +393,37 @@ fn build(
     context: &[&Signal],
     samples: &[Sample],
     opened_at: i64,
-    first_err: i64,
+    first_err: Option<i64>,
     last: i64,
     tol: i64,
+    tick: &mut dyn FnMut(),
 ) -> Incident {
     let n_err = errors.len() as u64;
+    let reps = representatives(anomalies);
+    let ranking = rank(&reps, tol);
     // Causal graph nodes: (id, time, risk, is_context).
-    let burst_id = format!("errors:{host}:{first_err}");
-    let mut nodes: Vec<(String, i64, f64, bool)> = vec![(
-        burst_id.clone(),
-        first_err,
-        (n_err as f64 / 10.0).min(1.0),
-        false,
-    )];
-    for a in anomalies {
+    let mut nodes: Vec<(String, i64, f64, bool)> = Vec::new();
+    let burst_id = first_err.map(|t| format!("errors:{host}:{t}"));
+    if let (Some(id), Some(t)) = (&burst_id, first_err) {
+        nodes.push((id.clone(), t, (n_err as f64 / 10.0).min(1.0), false));
+    }
+    for a in &reps {
         nodes.push((a.id.clone(), a.start, a.risk, false));
     }
     for c in context {
         nodes.push((c.id.clone(), c.start, c.risk, true));
     }
-    nodes.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-    let mut edges = Vec::new();
-    for (i, a) in nodes.iter().enumerate() {
-        for b in nodes.iter().skip(i + 1) {
-            if b.1 <= a.1 {
-                continue; // same time: no precedence
-            }
-            let lag = b.1 - a.1;
-            let strength = if a.3 {
-                0.5 * a.2
-            } else {
-                a.2 * tol as f64 / (tol + lag) as f64
-            };
-            edges.push(Edge {
-                cause: a.0.clone(),
-                effect: b.0.clone(),
-                lag_secs: lag as f64 / 1e6,
-                strength: (strength * 1e6).round() / 1e6,
-            });
-        }
-    }
+    let edges = graph(nodes, tol, tick);
+    // Precedence is judged against the first error; without errors, against the end of the
+    // group (every member may be a cause).
+    let first_err_or_last = first_err.unwrap_or(last);
 
     // Hypotheses from precedence and evidence.
     let weight = |s: &Signal, ctx: bool| -> f64 {
         let w = if ctx { 0.8 } else { 1.0 };
-        if s.start <= first_err {
+        if s.start <= first_err_or_last {
             w
-        } else if s.start <= first_err + tol.min(60_000_000) {
+        } else if s.start <= first_err_or_last.saturating_add(tol.min(60_000_000)) {
             0.7 * w // within a minute (one sample) of the first error: concurrent
         } else {
             0.0 // after the errors began: an effect, not a cause
@@ -290,10 +433,12 @@ fn build(
     let mut resource_ev = Vec::new();
     let mut traffic = 0.0f64;
     let mut traffic_ev = String::new();
+    // Resource and traffic causes explain an error burst; without errors they do not apply.
     for (s, ctx) in anomalies
         .iter()
         .map(|s| (*s, false))
         .chain(context.iter().map(|s| (*s, true)))
+        .filter(|_| n_err > 0)
     {
         if !rising(&s.anomaly_kind) {
             continue;
@@ -355,12 +500,34 @@ fn build(
             evidence: traffic_ev,
         });
     }
+    let lead = ranking.first();
+    if let (0, Some(lead)) = (n_err, lead) {
+        let cause = if ranking.len() >= 2 {
+            "correlated metric anomalies"
+        } else {
+            "metric anomaly"
+        };
+        hyps.push(Hypothesis {
+            cause: cause.into(),
+            confidence: combined_risk(&reps),
+            evidence: format!(
+                "{} metric{} moved together, led by {} ({} first, risk {:.2})",
+                ranking.len(),
+                if ranking.len() == 1 { "" } else { "s" },
+                lead.metric,
+                lead.kind,
+                lead.risk
+            ),
+        });
+    }
     let best_other = hyps.iter().map(|h| h.confidence).fold(0.0, f64::max);
     hyps.push(Hypothesis {
         cause: "undetermined".into(),
         confidence: 1.0 - best_other,
         evidence: if best_other >= 0.5 {
             "other hypotheses are supported".into()
+        } else if n_err == 0 {
+            "the anomalies are weak".into()
         } else {
             "no resource or traffic anomaly preceded the errors".into()
         },
@@ -384,20 +551,29 @@ fn build(
     // Narrative in the seed's form.
     let mut lines = vec![format!(
         "At {}, {host} experienced:",
-        crate::format_utc_minute(first_err)
+        crate::format_utc_minute(first_err.unwrap_or(opened_at))
     )];
-    lines.push(format!(
-        "- {n_err} error event{}",
-        if n_err == 1 { "" } else { "s" }
-    ));
+    if n_err > 0 {
+        lines.push(format!(
+            "- {n_err} error event{}",
+            if n_err == 1 { "" } else { "s" }
+        ));
+    }
     let mut sorted: Vec<&&Signal> = anomalies.iter().collect();
     sorted.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.start.cmp(&b.start)));
     let mut seen = std::collections::HashSet::new();
+    let mut listed = 0usize;
+    let mut more = 0usize;
     for a in sorted {
         // One line per metric and kind: the strongest.
         if !seen.insert((a.metric.clone(), a.anomaly_kind.clone())) {
             continue;
         }
+        if listed == MAX_NARRATIVE_LINES {
+            more += 1;
+            continue;
+        }
+        listed += 1;
         let what = match a.anomaly_kind.as_str() {
             "spike" => "spike to",
             "drop" => "drop to",
@@ -412,16 +588,33 @@ fn build(
         ));
     }
     for c in context {
+        if listed == MAX_NARRATIVE_LINES {
+            more += 1;
+            continue;
+        }
+        listed += 1;
         if c.anomaly_kind == "volatility_up" {
+            // The ratio to the baseline noise; a zero baseline has none, so the event's own
+            // score is shown instead (never "NaNx").
             let ratio = c
                 .baseline
-                .filter(|b| *b > 0.0)
+                .filter(|b| *b > 0.0 && b.is_finite())
                 .map(|b| c.peak_value / b)
-                .unwrap_or(f64::NAN);
-            lines.push(format!(
-                "- {} volatility {ratio:.1}x its baseline (sustained)",
-                metric_label(&c.metric)
-            ));
+                .filter(|r| r.is_finite());
+            lines.push(match (ratio, c.score.filter(|z| z.is_finite())) {
+                (Some(r), _) => format!(
+                    "- {} volatility {r:.1}x its baseline (sustained)",
+                    metric_label(&c.metric)
+                ),
+                (None, Some(z)) => format!(
+                    "- {} volatility up from a flat baseline (score {z:.1}, sustained)",
+                    metric_label(&c.metric)
+                ),
+                (None, None) => format!(
+                    "- {} volatility up from a flat baseline (sustained)",
+                    metric_label(&c.metric)
+                ),
+            });
             continue;
         }
         if c.anomaly_kind != "leak" {
@@ -442,13 +635,13 @@ fn build(
         // The latest sample at or before the first error; else the fitted line there.
         let v = samples
             .iter()
-            .filter(|x| x.host == host && x.metric == c.metric && x.ts <= first_err)
+            .filter(|x| x.host == host && x.metric == c.metric && x.ts <= first_err_or_last)
             .max_by_key(|x| x.ts)
             .map(|x| x.value)
             .unwrap_or_else(|| match c.baseline {
                 Some(b) if c.end > c.start => {
                     let f =
-                        ((first_err - c.start) as f64 / (c.end - c.start) as f64).clamp(0.0, 1.0);
+                        ((first_err_or_last - c.start) as f64 / (c.end - c.start) as f64).clamp(0.0, 1.0);
                     b + f * (c.peak_value - b)
                 }
                 _ => c.peak_value,
@@ -459,12 +652,28 @@ fn build(
             val(v, &c.unit)
         ));
     }
+    if more > 0 {
+        lines.push(format!(
+            "- and {more} more anomal{} (coherence.incident_timeline lists every signal)",
+            if more == 1 { "y" } else { "ies" }
+        ));
+    }
     let top = &hyps[0];
     lines.push(match top.cause.as_str() {
+        "correlated metric anomalies" | "metric anomaly" => format!(
+            "Hypothesis: {} led by {} (it moved first).",
+            if ranking.len() >= 2 {
+                "correlated anomalies on several metrics,"
+            } else {
+                "an anomaly of one metric,"
+            },
+            ranking.first().map_or("?", |m| m.metric.as_str())
+        ),
         "resource exhaustion" => "Hypothesis: Error burst caused by resource exhaustion.".into(),
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
         "disk filling" => "Hypothesis: Error burst caused by a filling disk.".into(),
         "traffic surge" => "Hypothesis: Error burst caused by a traffic surge.".into(),
+        _ if n_err == 0 => "Hypothesis: undetermined (the anomalies are weak).".into(),
         _ => {
             "Hypothesis: undetermined (no resource or traffic anomaly preceded the errors).".into()
         }
@@ -488,6 +697,7 @@ fn build(
         context_ids,
         edges,
         hypotheses: hyps,
+        ranking,
         risk: (risk * 1e4).round() / 1e4,
         narrative: lines.join("\n"),
     }
@@ -514,6 +724,7 @@ mod tests {
             risk: 0.0,
             baseline: None,
             unit: String::new(),
+            score: None,
         }
     }
 
@@ -541,6 +752,7 @@ mod tests {
             risk,
             baseline: None,
             unit: "%".into(),
+            score: None,
         }
     }
 
@@ -603,7 +815,7 @@ mod tests {
         assert_eq!(i.host, "host-stressed");
         assert_eq!(i.error_count, 13);
         assert_eq!(i.opened_at, T - 3 * MIN);
-        assert_eq!(i.first_error_at, T);
+        assert_eq!(i.first_error_at, Some(T));
         assert_eq!(
             i.narrative,
             "At 2025-12-13 04:10 UTC, host-stressed experienced:\n- 13 error events\n- CPU spike to 94.98%\n\
@@ -785,4 +997,80 @@ mod tests {
         assert_eq!(back, s);
         assert!(correlate(&[], &[], &CorrelateParams::default()).is_empty());
     }
+
+    fn dip(id: u32, metric: &str, start: i64, risk: f64) -> Signal {
+        anom(id, "db-1", metric, "drop", start, start + 10 * MIN, 1.0, risk)
+    }
+
+    #[test]
+    fn metrics_moving_together_open_an_incident_without_errors() {
+        let p = CorrelateParams::default();
+        // Six metrics dip within two minutes; m3 moves first.
+        let mut s: Vec<Signal> = ["m1", "m2", "m4", "m5", "m6"]
+            .iter()
+            .enumerate()
+            .map(|(k, m)| dip(10 + k as u32, m, T + MIN + k as i64 * 20_000_000, 0.45))
+            .collect();
+        s.push(dip(9, "m3", T, 0.45));
+        let i = correlate(&s, &[], &p);
+        assert_eq!(i.len(), 1, "{i:?}");
+        let i = &i[0];
+        assert_eq!(i.first_error_at, None);
+        assert_eq!(i.error_count, 0);
+        assert_eq!(i.ranking.len(), 6);
+        assert_eq!(i.ranking[0].metric, "m3");
+        assert_eq!(i.hypotheses[0].cause, "correlated metric anomalies");
+        assert!(i.hypotheses[0].evidence.contains("led by m3"), "{:?}", i.hypotheses);
+        assert!(!i.narrative.contains("error event"), "{}", i.narrative);
+        assert!(i.narrative.ends_with("led by m3 (it moved first)."), "{}", i.narrative);
+        // Ranking scores fall with onset lag at equal risk.
+        assert!(i.ranking.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+
+    #[test]
+    fn weak_or_lonely_anomalies_open_no_incident_without_errors() {
+        let p = CorrelateParams::default();
+        // One anomaly below ALONE_RISK: nothing; at it: a one-metric incident.
+        assert!(correlate(&[dip(1, "m1", T, ALONE_RISK - 0.01)], &[], &p).is_empty());
+        let one = correlate(&[dip(1, "m1", T, ALONE_RISK)], &[], &p);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].hypotheses[0].cause, "metric anomaly");
+        // Two metrics whose combined risk is below TOGETHER_RISK: nothing.
+        let weak = vec![dip(1, "m1", T, 0.2), dip(2, "m2", T + MIN, 0.2)];
+        assert!(1.0 - 0.8f64 * 0.8 < TOGETHER_RISK);
+        assert!(correlate(&weak, &[], &p).is_empty());
+        // Many anomalies of one metric are one metric: not "together".
+        let same: Vec<Signal> = (0..5).map(|k| dip(k, "m1", T + k as i64 * MIN, 0.4)).collect();
+        assert!(correlate(&same, &[], &p).is_empty());
+    }
+
+    #[test]
+    fn zero_baseline_volatility_never_prints_nan() {
+        let mut v = anom(5, "db-1", "cpu", "volatility_up", T - 120 * MIN, T + 60 * MIN, 3.0, 0.9);
+        v.baseline = Some(0.0);
+        v.score = Some(42.0);
+        let s = vec![err(1, "db-1", T), err(2, "db-1", T + MIN), err(3, "db-1", T + 2 * MIN), v];
+        let i = &correlate(&s, &[], &CorrelateParams::default())[0];
+        assert!(!i.narrative.contains("NaN") && !i.narrative.contains("inf"), "{}", i.narrative);
+        assert!(i.narrative.contains("score 42.0"), "{}", i.narrative);
+    }
+
+    #[test]
+    fn ten_thousand_anomalies_give_bounded_graph_and_narrative() {
+        let mut s: Vec<Signal> = (0..10_000u32)
+            .map(|k| dip(k, &format!("m{}", k % 2_000), T + (k as i64 % 3_600) * 1_000_000, 0.6))
+            .collect();
+        s.push(err(99_999, "db-1", T + 30 * MIN));
+        let mut ticks = 0;
+        let i = correlate_with(&s, &[], &CorrelateParams::default(), &mut || ticks += 1);
+        assert_eq!(i.len(), 1);
+        let i = &i[0];
+        assert_eq!(i.signal_ids.len(), 10_001);
+        assert_eq!(i.ranking.len(), 2_000);
+        assert!(i.edges.len() <= MAX_EDGES && !i.edges.is_empty());
+        assert!(i.narrative.lines().count() <= MAX_NARRATIVE_LINES + 4, "{}", i.narrative);
+        assert!(i.narrative.contains("more anomalies"));
+        assert!(ticks > 5, "interrupt checks while correlating: {ticks}");
+    }
+
 }
