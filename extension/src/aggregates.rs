@@ -134,7 +134,10 @@ fn combine<D: Detector>(
         (true, false) => Some(a),
         (false, true) => {
             let y = unsafe { b.get::<D>() }.expect("initialized state");
-            Some(new_state(fcinfo, y.try_clone().unwrap_or_else(|e| raise(e))))
+            Some(new_state(
+                fcinfo,
+                y.try_clone().unwrap_or_else(|e| raise(e)),
+            ))
         }
         (true, true) => {
             let mut a = a;

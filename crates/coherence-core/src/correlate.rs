@@ -640,8 +640,8 @@ fn build(
             .map(|x| x.value)
             .unwrap_or_else(|| match c.baseline {
                 Some(b) if c.end > c.start => {
-                    let f =
-                        ((first_err_or_last - c.start) as f64 / (c.end - c.start) as f64).clamp(0.0, 1.0);
+                    let f = ((first_err_or_last - c.start) as f64 / (c.end - c.start) as f64)
+                        .clamp(0.0, 1.0);
                     b + f * (c.peak_value - b)
                 }
                 _ => c.peak_value,
@@ -999,7 +999,16 @@ mod tests {
     }
 
     fn dip(id: u32, metric: &str, start: i64, risk: f64) -> Signal {
-        anom(id, "db-1", metric, "drop", start, start + 10 * MIN, 1.0, risk)
+        anom(
+            id,
+            "db-1",
+            metric,
+            "drop",
+            start,
+            start + 10 * MIN,
+            1.0,
+            risk,
+        )
     }
 
     #[test]
@@ -1020,9 +1029,17 @@ mod tests {
         assert_eq!(i.ranking.len(), 6);
         assert_eq!(i.ranking[0].metric, "m3");
         assert_eq!(i.hypotheses[0].cause, "correlated metric anomalies");
-        assert!(i.hypotheses[0].evidence.contains("led by m3"), "{:?}", i.hypotheses);
+        assert!(
+            i.hypotheses[0].evidence.contains("led by m3"),
+            "{:?}",
+            i.hypotheses
+        );
         assert!(!i.narrative.contains("error event"), "{}", i.narrative);
-        assert!(i.narrative.ends_with("led by m3 (it moved first)."), "{}", i.narrative);
+        assert!(
+            i.narrative.ends_with("led by m3 (it moved first)."),
+            "{}",
+            i.narrative
+        );
         // Ranking scores fall with onset lag at equal risk.
         assert!(i.ranking.windows(2).all(|w| w[0].score >= w[1].score));
     }
@@ -1040,25 +1057,52 @@ mod tests {
         assert!(1.0 - 0.8f64 * 0.8 < TOGETHER_RISK);
         assert!(correlate(&weak, &[], &p).is_empty());
         // Many anomalies of one metric are one metric: not "together".
-        let same: Vec<Signal> = (0..5).map(|k| dip(k, "m1", T + k as i64 * MIN, 0.4)).collect();
+        let same: Vec<Signal> = (0..5)
+            .map(|k| dip(k, "m1", T + k as i64 * MIN, 0.4))
+            .collect();
         assert!(correlate(&same, &[], &p).is_empty());
     }
 
     #[test]
     fn zero_baseline_volatility_never_prints_nan() {
-        let mut v = anom(5, "db-1", "cpu", "volatility_up", T - 120 * MIN, T + 60 * MIN, 3.0, 0.9);
+        let mut v = anom(
+            5,
+            "db-1",
+            "cpu",
+            "volatility_up",
+            T - 120 * MIN,
+            T + 60 * MIN,
+            3.0,
+            0.9,
+        );
         v.baseline = Some(0.0);
         v.score = Some(42.0);
-        let s = vec![err(1, "db-1", T), err(2, "db-1", T + MIN), err(3, "db-1", T + 2 * MIN), v];
+        let s = vec![
+            err(1, "db-1", T),
+            err(2, "db-1", T + MIN),
+            err(3, "db-1", T + 2 * MIN),
+            v,
+        ];
         let i = &correlate(&s, &[], &CorrelateParams::default())[0];
-        assert!(!i.narrative.contains("NaN") && !i.narrative.contains("inf"), "{}", i.narrative);
+        assert!(
+            !i.narrative.contains("NaN") && !i.narrative.contains("inf"),
+            "{}",
+            i.narrative
+        );
         assert!(i.narrative.contains("score 42.0"), "{}", i.narrative);
     }
 
     #[test]
     fn ten_thousand_anomalies_give_bounded_graph_and_narrative() {
         let mut s: Vec<Signal> = (0..10_000u32)
-            .map(|k| dip(k, &format!("m{}", k % 2_000), T + (k as i64 % 3_600) * 1_000_000, 0.6))
+            .map(|k| {
+                dip(
+                    k,
+                    &format!("m{}", k % 2_000),
+                    T + (k as i64 % 3_600) * 1_000_000,
+                    0.6,
+                )
+            })
             .collect();
         s.push(err(99_999, "db-1", T + 30 * MIN));
         let mut ticks = 0;
@@ -1068,9 +1112,12 @@ mod tests {
         assert_eq!(i.signal_ids.len(), 10_001);
         assert_eq!(i.ranking.len(), 2_000);
         assert!(i.edges.len() <= MAX_EDGES && !i.edges.is_empty());
-        assert!(i.narrative.lines().count() <= MAX_NARRATIVE_LINES + 4, "{}", i.narrative);
+        assert!(
+            i.narrative.lines().count() <= MAX_NARRATIVE_LINES + 4,
+            "{}",
+            i.narrative
+        );
         assert!(i.narrative.contains("more anomalies"));
         assert!(ticks > 5, "interrupt checks while correlating: {ticks}");
     }
-
 }

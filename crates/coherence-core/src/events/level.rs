@@ -25,8 +25,10 @@ use super::window::{noise_scale, quantum, SortedWindow};
 use super::{AnomalyEvent, Direction, EventParams, Kind};
 use std::collections::VecDeque;
 
-/// Points scored between two calls of the caller's interrupt check.
-pub const TICK_EVERY: usize = 4096;
+/// Work (window elements moved) between two calls of the caller's interrupt check: a point
+/// costs O(window), so the check comes every TICK_WORK / window points (4096 at the default
+/// window, every few points at a window of 100,000), a fraction of a millisecond apart.
+pub const TICK_WORK: usize = 1 << 20;
 /// Earlier periods whose same phase forms the seasonal baseline.
 pub const PHASES: usize = 4;
 /// Scores are clipped to ±this before entering the CUSUM.
@@ -92,8 +94,9 @@ pub(crate) fn scan(
         h: p.cusum_h,
         side: [(0.0, 0, 0.0, 0, 0); 2],
     });
+    let tick_every = (TICK_WORK / (p.window.max(sw) + 64)).max(1);
     for i in 0..n {
-        if i % TICK_EVERY == 0 {
+        if i % tick_every == 0 {
             tick();
         }
         if let Some(len) = period_us {
