@@ -1054,7 +1054,7 @@ mod tests {
         assert_eq!(one[0].hypotheses[0].cause, "metric anomaly");
         // Two metrics whose combined risk is below TOGETHER_RISK: nothing.
         let weak = vec![dip(1, "m1", T, 0.2), dip(2, "m2", T + MIN, 0.2)];
-        assert!(1.0 - 0.8f64 * 0.8 < TOGETHER_RISK);
+        const { assert!(1.0 - 0.8 * 0.8 < TOGETHER_RISK) };
         assert!(correlate(&weak, &[], &p).is_empty());
         // Many anomalies of one metric are one metric: not "together".
         let same: Vec<Signal> = (0..5)
