@@ -122,6 +122,8 @@ COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
 
 COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text) IS
     'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
+COMMENT ON FUNCTION coherence.find_collective(text[], timestamptz[], double precision[], timestamptz, double precision, text) IS
+    'Collective anomalies of one host given as parallel arrays (metric, ts, value): times when several metrics move together, each perhaps within its own normal range (windowed robust scores standardized per metric and combined; see docs/detection.md). One row per member metric of each event: its onset, value and expected value at the peak, mean evidence (score, signed), share of the evidence, the event''s risk and a summary. E.g. SELECT metric, share, risk FROM coherence.find_collective(ARRAY[...], ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
     'The 0.1.0 form of coherence.find_events (same detectors and risk; no detector or summary column, no report_from). E.g. SELECT kind, peak_at, risk FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_period(timestamptz[], double precision[]) IS
@@ -195,3 +197,60 @@ $fn$;
 
 COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz, interval, double precision) IS
     'Anomaly events (risk at least min_risk, default coherence.default_min_risk()) of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+
+CREATE FUNCTION coherence.detect_collective(since timestamptz, until timestamptz,
+                                            lookback interval DEFAULT interval '7 days',
+                                            min_risk double precision DEFAULT NULL)
+RETURNS TABLE (
+    host       text,
+    metric     text,
+    detector   text,
+    kind       text,
+    started_at timestamptz,
+    ended_at   timestamptz,
+    peak_at    timestamptz,
+    peak_value double precision,
+    baseline   double precision,
+    score      double precision,
+    risk       double precision,
+    summary    text
+)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
+    IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
+        RETURN;
+    END IF;
+    IF since >= until THEN
+        RAISE EXCEPTION 'since must be earlier than until'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s', since, until),
+                  HINT = 'Example: SELECT * FROM coherence.detect_collective(now() - interval ''1 hour'', now());';
+    END IF;
+    IF lookback < interval '0' THEN
+        RAISE EXCEPTION 'lookback must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s', lookback),
+                  HINT = 'The default is interval ''7 days'' of history before since.';
+    END IF;
+    RETURN QUERY
+    WITH hosts AS (
+        SELECT s.host, array_agg(s.metric) AS m, array_agg(s.ts) AS ts, array_agg(s.value) AS v
+          FROM coherence.samples(since - lookback, until) s
+         GROUP BY s.host
+        HAVING count(DISTINCT s.metric) >= 3
+    )
+    SELECT h.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
+           c.peak_value, c.baseline, c.score, c.risk, c.summary
+      FROM hosts h
+     CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, report_from => since,
+                                                  min_risk => min_risk, host => h.host) c
+     ORDER BY c.started_at, h.host, c.metric;
+END
+$fn$;
+
+COMMENT ON FUNCTION coherence.detect_collective(timestamptz, timestamptz, interval, double precision) IS
+    'Collective anomalies of every host with 3+ metrics in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against lookback (default 7 days) of history: one row per member metric (kind collective, detector collective), in the columns of detect_events. E.g. SELECT host, metric, summary FROM coherence.detect_collective(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';

@@ -25,8 +25,8 @@ COMMENT ON TABLE coherence.anomalies IS
 COMMENT ON COLUMN coherence.anomalies.id IS 'Anomaly id (referenced as anomaly:<id> in incident signals and edges).';
 COMMENT ON COLUMN coherence.anomalies.host IS 'Host of the series.';
 COMMENT ON COLUMN coherence.anomalies.metric IS 'Metric of the series.';
-COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts) or trend (leaks).';
-COMMENT ON COLUMN coherence.anomalies.kind IS 'spike, drop, level_shift_up, level_shift_down or leak.';
+COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts), volatility, trend (drifts, leaks) or collective; see coherence.anomaly_kinds().';
+COMMENT ON COLUMN coherence.anomalies.kind IS 'One of coherence.anomaly_kinds(): spike, drop, level_shift_up/down, volatility_up/down, drift_up/down, leak, collective.';
 COMMENT ON COLUMN coherence.anomalies.started_at IS 'First anomalous sample.';
 COMMENT ON COLUMN coherence.anomalies.ended_at IS 'Last anomalous sample.';
 COMMENT ON COLUMN coherence.anomalies.peak_at IS 'Most anomalous sample (for leaks: the last).';
@@ -236,12 +236,19 @@ BEGIN
                        SELECT 1 FROM coherence.signal_events e
                         WHERE e.host = d.host AND e.severity = 'error'
                           AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
+            UNION ALL
+            -- Metrics of a host moving together (one row per member metric).
+            SELECT c.* FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c
+        ), one AS (
+            -- One row per key (an upsert may touch a row once): the strongest.
+            SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
+             ORDER BY host, metric, detector, started_at, risk DESC, ended_at DESC
         ), up AS (
             INSERT INTO coherence.anomalies AS a
                    (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
                     baseline, score, risk, summary)
             SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
-                   baseline, score, risk, summary FROM ev
+                   baseline, score, risk, summary FROM one
             ON CONFLICT (host, metric, detector, started_at) DO UPDATE
                SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
                    peak_value = excluded.peak_value, baseline = excluded.baseline,

@@ -29,10 +29,12 @@ Methods:
   * coherence: incidents with status <> 'merged'. An incident's span is [opened_at,
     last_signal_at] joined with the spans of the anomalies in `signals` (the correlator's own
     span of its linked signals; the long `context` anomalies attached to it do not stretch it).
-    Members = the anomalies named in `signals` and in `context` ("anomaly:<id>"; error members
-    are ignored: SMD has none). Member ranking: if the incident's row has a ranked list under
+    Members = the metrics of the anomalies named in `signals` and `context` ("anomaly:<id>";
+    error members are ignored: SMD has none), or the incident's own ranking when it has one
+    (below). Member ranking: if the incident's row has a ranked list under
     one of RANKING_KEYS (items "anomaly:<id>", "m07", or objects with "id"/"signal"/"metric"),
-    that order, members it leaves out following; otherwise (today) the `signals` anomalies by
+    that ranking is the member list (coherence >= 0.3.0: the metrics of its signals; context
+    anomalies are background, not members); otherwise (today) the `signals` anomalies by
     risk descending, then earlier start, then column, followed by the `context` anomalies in
     the same order; a metric's rank is its first appearance.
     Segment found = an incident overlaps its window. Its metric set = union of the member
@@ -263,7 +265,10 @@ def incident_ranking(inc, sig, ctx, by_id):
                     cols.append(metric_col(it))
             cols = dedupe(cols)
             if cols:
-                return dedupe(cols + fallback), key  # members the ranking leaves out follow
+                # The incident's own ranking names its members (its short signals' metrics);
+                # context anomalies (long leaks, volatility, sustained shifts active during it)
+                # are background, not members.
+                return cols, key
     return fallback, "risk"
 
 

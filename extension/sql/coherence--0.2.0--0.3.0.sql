@@ -108,6 +108,94 @@ COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely ro
 COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, correlated metric anomalies, metric anomaly or undetermined.';
 COMMENT ON COLUMN coherence.active_incidents.first_error_at IS 'First error event (NULL for an incident of anomalies alone).';
 
+-- Collective anomalies: metrics of a host moving together.
+CREATE FUNCTION coherence.find_collective(
+	"metric" TEXT[], /* :: std :: option :: Option < Array < & str > > */
+	"ts" timestamp with time zone[], /* :: std :: option :: Option < Array < TimestampWithTimeZone > > */
+	"value" double precision[], /* :: std :: option :: Option < Array < f64 > > */
+	"report_from" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"min_risk" double precision DEFAULT NULL, /* Option < f64 > */
+	"host" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"metric" TEXT,  /* String */
+	"kind" TEXT,  /* String */
+	"detector" TEXT,  /* String */
+	"started_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"ended_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"peak_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"peak_value" double precision,  /* f64 */
+	"baseline" double precision,  /* f64 */
+	"score" double precision,  /* f64 */
+	"share" double precision,  /* f64 */
+	"risk" double precision,  /* f64 */
+	"summary" TEXT  /* String */
+)
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'find_collective_wrapper';
+COMMENT ON FUNCTION coherence.find_collective(text[], timestamptz[], double precision[], timestamptz, double precision, text) IS
+    'Collective anomalies of one host given as parallel arrays (metric, ts, value): times when several metrics move together, each perhaps within its own normal range (windowed robust scores standardized per metric and combined; see docs/detection.md). One row per member metric of each event: its onset, value and expected value at the peak, mean evidence (score, signed), share of the evidence, the event''s risk and a summary. E.g. SELECT metric, share, risk FROM coherence.find_collective(ARRAY[...], ARRAY[...], ARRAY[...]);';
+
+CREATE FUNCTION coherence.detect_collective(since timestamptz, until timestamptz,
+                                            lookback interval DEFAULT interval '7 days',
+                                            min_risk double precision DEFAULT NULL)
+RETURNS TABLE (
+    host       text,
+    metric     text,
+    detector   text,
+    kind       text,
+    started_at timestamptz,
+    ended_at   timestamptz,
+    peak_at    timestamptz,
+    peak_value double precision,
+    baseline   double precision,
+    score      double precision,
+    risk       double precision,
+    summary    text
+)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+BEGIN
+    -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
+    IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
+        RETURN;
+    END IF;
+    IF since >= until THEN
+        RAISE EXCEPTION 'since must be earlier than until'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s', since, until),
+                  HINT = 'Example: SELECT * FROM coherence.detect_collective(now() - interval ''1 hour'', now());';
+    END IF;
+    IF lookback < interval '0' THEN
+        RAISE EXCEPTION 'lookback must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s', lookback),
+                  HINT = 'The default is interval ''7 days'' of history before since.';
+    END IF;
+    RETURN QUERY
+    WITH hosts AS (
+        SELECT s.host, array_agg(s.metric) AS m, array_agg(s.ts) AS ts, array_agg(s.value) AS v
+          FROM coherence.samples(since - lookback, until) s
+         GROUP BY s.host
+        HAVING count(DISTINCT s.metric) >= 3
+    )
+    SELECT h.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
+           c.peak_value, c.baseline, c.score, c.risk, c.summary
+      FROM hosts h
+     CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, report_from => since,
+                                                  min_risk => min_risk, host => h.host) c
+     ORDER BY c.started_at, h.host, c.metric;
+END
+$fn$;
+
+COMMENT ON FUNCTION coherence.detect_collective(timestamptz, timestamptz, interval, double precision) IS
+    'Collective anomalies of every host with 3+ metrics in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against lookback (default 7 days) of history: one row per member metric (kind collective, detector collective), in the columns of detect_events. E.g. SELECT host, metric, summary FROM coherence.detect_collective(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+
+COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts), volatility, trend (drifts, leaks) or collective; see coherence.anomaly_kinds().';
+COMMENT ON COLUMN coherence.anomalies.kind IS 'One of coherence.anomaly_kinds(): spike, drop, level_shift_up/down, volatility_up/down, drift_up/down, leak, collective.';
+
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
 -- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
 -- set-returning functions), so callers get one plan over the tables, no materialized result.
@@ -232,12 +320,19 @@ BEGIN
                        SELECT 1 FROM coherence.signal_events e
                         WHERE e.host = d.host AND e.severity = 'error'
                           AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
+            UNION ALL
+            -- Metrics of a host moving together (one row per member metric).
+            SELECT c.* FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c
+        ), one AS (
+            -- One row per key (an upsert may touch a row once): the strongest.
+            SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
+             ORDER BY host, metric, detector, started_at, risk DESC, ended_at DESC
         ), up AS (
             INSERT INTO coherence.anomalies AS a
                    (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
                     baseline, score, risk, summary)
             SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
-                   baseline, score, risk, summary FROM ev
+                   baseline, score, risk, summary FROM one
             ON CONFLICT (host, metric, detector, started_at) DO UPDATE
                SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
                    peak_value = excluded.peak_value, baseline = excluded.baseline,

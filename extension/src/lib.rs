@@ -29,6 +29,7 @@ extension_sql_file!(
         version,
         events::series_events,
         events::find_events,
+        events::find_collective,
         events::series_period,
         events::anomaly_kinds,
         events::default_min_risk,

@@ -10,15 +10,17 @@
 //! overlapping groups merge). A group is an incident when it has at least one error and either
 //! an anomaly or at least `min_errors` errors (default 3) — the seed's error-burst incident —
 //! or, with no error at all, when its anomalies are strong enough together: anomalies on at
-//! least two metrics whose combined risk `1 − Π(1 − risk)` (strongest anomaly per metric) is at
-//! least [`TOGETHER_RISK`], or one anomaly of risk at least [`ALONE_RISK`]. *Long* anomalies (leak trends,
+//! least two metrics whose combined risk `1 − Π(1 − risk)` (strongest anomaly per metric; the
+//! members of a collective event count once) is at least [`TOGETHER_RISK`], or one anomaly of
+//! risk at least [`ALONE_RISK`]. *Long* anomalies (leak trends,
 //! sustained level shifts) do not link groups — a 48-hour leak would otherwise join every error
 //! of two days — but are attached as context to each incident they are active during.
 //!
 //! **Root-cause ranking.** Each member metric is represented by its strongest anomaly (ties:
 //! the earliest); members are ranked by `score = risk · tolerance / (tolerance + onset lag)`,
 //! the onset lag being the time from the incident's first anomaly onset to the member's onset:
-//! the metric that moved first and strongest leads. The ranking is `Incident::ranking`.
+//! the metric that moved first and strongest leads; ties go to the larger |detector score|.
+//! The ranking is `Incident::ranking`.
 //!
 //! **Causal graph.** Nodes: the error burst (time of the first error), each member metric's
 //! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
@@ -136,6 +138,8 @@ pub struct Member {
     pub start: i64,
     pub risk: f64,
     pub score: f64,
+    /// |detector score| of that anomaly: the tie-breaker after onset.
+    pub evidence: f64,
 }
 
 /// Risk one anomaly needs to open an incident alone (no error, no other metric).
@@ -302,12 +306,20 @@ fn representatives<'a>(anomalies: &[&'a Signal]) -> Vec<&'a Signal> {
     best.into_values().collect()
 }
 
-/// `1 − Π(1 − risk)` over the given anomalies.
+/// `1 − Π(1 − risk)` over the given anomalies, the members of collective events counting
+/// once (one event is one piece of evidence, however many metrics it names).
 fn combined_risk(reps: &[&Signal]) -> f64 {
-    1.0 - reps
+    let collective = reps
         .iter()
-        .map(|a| 1.0 - a.risk.clamp(0.0, 1.0))
-        .product::<f64>()
+        .filter(|a| a.anomaly_kind == "collective")
+        .map(|a| a.risk.clamp(0.0, 1.0))
+        .fold(0.0, f64::max);
+    1.0 - (1.0 - collective)
+        * reps
+            .iter()
+            .filter(|a| a.anomaly_kind != "collective")
+            .map(|a| 1.0 - a.risk.clamp(0.0, 1.0))
+            .product::<f64>()
 }
 
 /// Whether anomalies without any error form an incident (see the module docs).
@@ -332,6 +344,7 @@ fn rank(reps: &[&Signal], tol: i64) -> Vec<Member> {
                 start: a.start,
                 risk: a.risk,
                 score: (score * 1e4).round() / 1e4,
+                evidence: a.score.map_or(0.0, f64::abs),
             }
         })
         .collect();
@@ -339,6 +352,7 @@ fn rank(reps: &[&Signal], tol: i64) -> Vec<Member> {
         b.score
             .total_cmp(&a.score)
             .then(a.start.cmp(&b.start))
+            .then(b.evidence.total_cmp(&a.evidence))
             .then(a.metric.cmp(&b.metric))
     });
     out
@@ -374,7 +388,9 @@ fn graph(mut nodes: Vec<(String, i64, f64, bool)>, tol: i64, tick: &mut dyn FnMu
     }
     kept.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
     kept.truncate(MAX_EDGES);
-    kept.sort_by_key(|&(_, i, j)| (i, j));
+    // In (cause, effect) order: the order coherence.incidents.graph is stored in, so an
+    // unchanged graph compares equal and the incident is not rewritten.
+    kept.sort_by(|x, y| (&nodes[x.1].0, &nodes[x.2].0).cmp(&(&nodes[y.1].0, &nodes[y.2].0)));
     kept.into_iter()
         .map(|(strength, i, j)| Edge {
             cause: nodes[i].0.clone(),

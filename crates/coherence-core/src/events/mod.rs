@@ -16,6 +16,7 @@
 //! Only events with risk ≥ [`EventParams::min_risk`] are reported, and only those that end at or
 //! after [`EventParams::report_from`]: points before it are history (the baseline), not news.
 
+pub mod collective;
 pub mod level;
 pub mod risk;
 pub mod season;
@@ -61,10 +62,11 @@ pub enum Kind {
     DriftUp,
     DriftDown,
     Leak,
+    Collective,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Spike,
         Kind::Drop,
         Kind::LevelShiftUp,
@@ -74,6 +76,7 @@ impl Kind {
         Kind::DriftUp,
         Kind::DriftDown,
         Kind::Leak,
+        Kind::Collective,
     ];
 
     /// The name stored in `coherence.anomalies.kind`.
@@ -88,6 +91,7 @@ impl Kind {
             Kind::DriftUp => "drift_up",
             Kind::DriftDown => "drift_down",
             Kind::Leak => "leak",
+            Kind::Collective => "collective",
         }
     }
 
@@ -97,6 +101,7 @@ impl Kind {
             Kind::Spike | Kind::Drop | Kind::LevelShiftUp | Kind::LevelShiftDown => "robust",
             Kind::VolatilityUp | Kind::VolatilityDown => "volatility",
             Kind::DriftUp | Kind::DriftDown | Kind::Leak => "trend",
+            Kind::Collective => "collective",
         }
     }
 
@@ -114,6 +119,9 @@ impl Kind {
             Kind::DriftUp => "slow significant rise over the analysed span, in noise σ",
             Kind::DriftDown => "slow significant fall over the analysed span, in noise σ",
             Kind::Leak => "leak-like growth above the percent threshold, with time to exhaustion",
+            Kind::Collective => {
+                "moved together with other metrics of the host, each perhaps within its own normal range"
+            }
         }
     }
 }
@@ -292,6 +300,12 @@ impl AnomalyEvent {
                 at(self.started_at),
                 at(self.ended_at)
             ),
+            Kind::Collective => format!(
+                "{hm} → moved with other metrics of the host from {} to {} ({:.1} σ evidence)",
+                at(self.started_at),
+                at(self.ended_at),
+                self.peak_score.abs()
+            ),
             Kind::DriftUp | Kind::DriftDown | Kind::Leak => {
                 let t = self.trend.as_ref();
                 let (fs, fe, pct, r2) = t
@@ -328,15 +342,28 @@ pub struct Analysis {
     pub season: SeasonReport,
 }
 
-/// Runs every detector on one series of (Unix µs, value) points (any order; non-finite values
-/// are skipped) and returns the reportable events, oldest first.
-pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
-    analyze_with(points, p, &mut || {})
+/// A series made ready for scoring: usable points sorted by time (one per timestamp), the
+/// learned period, and the values with a significant trend taken out.
+pub(crate) struct Prepared {
+    pub pts: Vec<(i64, f64)>,
+    pub ts: Vec<i64>,
+    pub x: Vec<f64>,
+    /// `x` minus the trend line (equal to `x` without a significant trend).
+    pub xd: Vec<f64>,
+    pub per_day: f64,
+    pub period_us: Option<i64>,
+    pub trend: Option<AnomalyEvent>,
+    /// Slope of the removed trend, value units per µs.
+    pub slope_us: f64,
 }
 
-/// [`analyze`], calling `tick` every few thousand points of work (PostgreSQL passes its
-/// interrupt check, so a long series can be cancelled; `tick` may not return).
-pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Analysis {
+/// Prepares a series ([`Prepared`]); `None` with too little history. `season` receives the
+/// period report when the period is learned.
+pub(crate) fn prepare(
+    points: &[(i64, f64)],
+    p: &EventParams,
+    season_out: &mut SeasonReport,
+) -> Option<Prepared> {
     let mut pts: Vec<(i64, f64)> = points
         .iter()
         .copied()
@@ -344,9 +371,8 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
         .collect();
     pts.sort_by_key(|x| x.0);
     pts.dedup_by_key(|x| x.0);
-    let mut out = Analysis::default();
     if pts.len() <= p.min_history.max(3) {
-        return out;
+        return None;
     }
     let ts: Vec<i64> = pts.iter().map(|x| x.0).collect();
     let x: Vec<f64> = pts.iter().map(|x| x.1).collect();
@@ -360,8 +386,8 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
         Some(0) => None,
         Some(k) => Some((k as i64).saturating_mul(step)),
         None => {
-            out.season = detect_period(&ts, &x);
-            out.season.period.as_ref().map(|q| q.length_us)
+            *season_out = detect_period(&ts, &x);
+            season_out.period.as_ref().map(|q| q.length_us)
         }
     };
     // A significant trend (leak or drift) is one event; the level detectors then judge the
@@ -371,8 +397,48 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
         .as_ref()
         .and_then(|t| t.trend.as_ref())
         .map_or(0.0, |t| t.slope_per_hour / crate::USEC_PER_HOUR as f64);
+    let xd: Vec<f64> = ts
+        .iter()
+        .zip(&x)
+        .map(|(t, v)| v - slope_us * (*t as f64 - ts[0] as f64))
+        .collect();
+    Some(Prepared {
+        pts,
+        ts,
+        x,
+        xd,
+        per_day,
+        period_us,
+        trend,
+        slope_us,
+    })
+}
+
+/// Runs every detector on one series of (Unix µs, value) points (any order; non-finite values
+/// are skipped) and returns the reportable events, oldest first.
+pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
+    analyze_with(points, p, &mut || {})
+}
+
+/// [`analyze`], calling `tick` every few thousand points of work (PostgreSQL passes its
+/// interrupt check, so a long series can be cancelled; `tick` may not return).
+pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Analysis {
+    let mut out = Analysis::default();
+    let Some(prep) = prepare(points, p, &mut out.season) else {
+        return out;
+    };
+    let Prepared {
+        pts,
+        ts,
+        x,
+        xd,
+        per_day,
+        period_us,
+        trend,
+        slope_us,
+    } = prep;
+    let step = season::median_step(&ts);
     let along = |t: i64| slope_us * (t as f64 - ts[0] as f64);
-    let xd: Vec<f64> = ts.iter().zip(&x).map(|(t, v)| v - along(*t)).collect();
     // Pass 1 measures how much the scores wander (τ) and their tail; pass 2 scores again with
     // the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores were white, so a level
     // shift restarts the baseline there too and its points do not pass for the series' normal
@@ -792,7 +858,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Kind::ALL.len());
         for k in Kind::ALL {
-            assert!(["robust", "volatility", "trend"].contains(&k.detector()));
+            assert!(["robust", "volatility", "trend", "collective"].contains(&k.detector()));
             assert!(!k.description().is_empty());
         }
         assert_eq!(metric_unit("cpu"), "%");

@@ -1,0 +1,56 @@
+-- Collective anomalies and incidents without error events (issue 11): six metrics of one host
+-- dip together by 1.5σ for 10 minutes, each within its own normal range, with no error event:
+-- one incident naming at least five of them, led by the metric that moved first (cpu_wait,
+-- five minutes earlier). Two more metrics of the host stay normal; a second host has one
+-- metric dipping alone, which is no collective event and no incident.
+SET client_min_messages = warning;
+SET TimeZone = 'UTC';
+TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
+         coherence.anomalies, coherence.incidents, coherence.detection_runs CASCADE;
+
+-- Deterministic N(0, 1) noise: Box-Muller on a hash of (metric, minute).
+CREATE FUNCTION pg_temp.noise(k int, i int) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+    SELECT sqrt(-2 * ln(greatest(u1, 1e-12))) * cos(2 * pi() * u2)
+      FROM (SELECT ((abs(hashint4(k * 100003 + i)) % 1000000) + 0.5) / 1000000.0 AS u1,
+                   ((abs(hashint4(k * 7919 + i * 31 + 17)) % 1000000) + 0.5) / 1000000.0 AS u2) s
+$$;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-1', m.name,
+       50 + pg_temp.noise(m.k, i)
+          - CASE WHEN m.k <= 6 AND i >= 3480 - CASE WHEN m.name = 'cpu_wait' THEN 5 ELSE 0 END
+                               AND i < 3490 THEN 1.5 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM (VALUES (1, 'cpu_wait'), (2, 'disk_busy'), (3, 'net_rx'), (4, 'net_tx'), (5, 'qps'),
+               (6, 'threads'), (7, 'memory'), (8, 'swap')) m(k, name),
+       generate_series(0, 3 * 1440 - 1) i;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-2', 'm' || k,
+       50 + pg_temp.noise(k + 20, i) - CASE WHEN k = 1 AND i >= 3480 AND i < 3490 THEN 1.5 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 8) k, generate_series(0, 3 * 1440 - 1) i;
+
+-- The detector alone: one event on db-1 whose members are dipping metrics; none on db-2.
+SELECT host, count(*) AS members, bool_and(metric NOT IN ('memory', 'swap')) AS only_dipping,
+       bool_and(score < 0) AS all_down, min(started_at) AS first_onset
+  FROM coherence.detect_collective('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', 0)
+ GROUP BY host ORDER BY host;
+SELECT metric FROM coherence.detect_collective('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', 0)
+ ORDER BY started_at, metric LIMIT 1;
+
+-- The job: one incident without errors, led by cpu_wait, naming five or more members.
+SELECT (coherence.run_detection())->'incidents_opened' AS opened;
+SELECT host, error_count, first_error_at IS NULL AS no_first_error, hypothesis,
+       jsonb_array_length(ranking) >= 5 AS five_or_more_members, ranking->0->>'metric' AS lead,
+       narrative !~ '(NaN|inf)' AS narrative_has_numbers_only
+  FROM coherence.incidents WHERE status <> 'merged' ORDER BY id;
+SELECT split_part(narrative, E'\n', 1) AS narrative_head,
+       narrative ~ 'led by cpu_wait \(it moved first\)\.$' AS names_the_lead
+  FROM coherence.incidents WHERE status <> 'merged';
+
+-- Parameter errors.
+SELECT coherence.detect_collective('2025-12-14', '2025-12-13');
+SELECT count(*) FROM coherence.find_collective(ARRAY['a'], ARRAY[now(), now()], ARRAY[1.0]::float8[]);
+SELECT count(*) AS null_arrays FROM coherence.find_collective(NULL, NULL, NULL);
+
+TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
+         coherence.anomalies, coherence.incidents, coherence.detection_runs CASCADE;
