@@ -280,7 +280,7 @@ pub fn collective_events_with(
     for b in 0..nb {
         for k in 0..scales.len() {
             let v = za[k][b];
-            if v.is_finite() && movers[k][b] >= min_members && !(zc[b] >= v) {
+            if v.is_finite() && movers[k][b] >= min_members && (zc[b].is_nan() || v > zc[b]) {
                 zc[b] = v;
                 best[b] = k;
             }
@@ -289,8 +289,8 @@ pub fn collective_events_with(
 
     // Flagged runs.
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    for b in 0..nb {
-        if zc[b].is_finite() && zc[b] >= threshold {
+    for (b, z) in zc.iter().enumerate() {
+        if z.is_finite() && *z >= threshold {
             match runs.last_mut() {
                 Some(r) if b <= r.1 + merge_gap => r.1 = b,
                 _ => runs.push((b, b)),
@@ -325,7 +325,7 @@ pub fn collective_events_with(
             // Evidence at the event's peak (the mean over the run would dilute it with the
             // window's ramp up and down).
             let peak_u = ub[j][peak] as f64;
-            if !(peak_u.abs() >= member_u) {
+            if peak_u.is_nan() || peak_u.abs() < member_u {
                 continue;
             }
             // Onset: Page's change-point estimate, the last restart of a one-sided CUSUM of
