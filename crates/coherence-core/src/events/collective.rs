@@ -339,12 +339,11 @@ pub fn collective_events_with(
             let delta = (zs.iter().sum::<f64>() / zs.len().max(1) as f64).abs();
             let k = (delta / 2.0).max(moving / 4.0);
             let (mut cusum, mut onset_b) = (0.0f64, from);
-            for b in from..=peak {
-                let v = zb[j][b];
+            for (b, v) in zb[j].iter().enumerate().take(peak + 1).skip(from) {
                 if !v.is_finite() {
                     continue;
                 }
-                cusum = (cusum + sign * v as f64 - k).max(0.0);
+                cusum = (cusum + sign * *v as f64 - k).max(0.0);
                 if cusum == 0.0 {
                     onset_b = b + 1;
                 }
