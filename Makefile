@@ -64,8 +64,9 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 	@$(MAKE) --no-print-directory report
 	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."
 
-eval: start ## Score detect_events vs the seed's rules on labelled real data (eval/)
+eval: start ## Score detection on labelled real data: single series (eval/), then multi-metric SMD (eval/smd/)
 	@scripts/eval.sh
+	@scripts/eval_smd.sh
 
 .PHONY: eval-smd
 eval-smd: start ## Score run_detection's incidents on SMD's labelled multi-metric segments (eval/smd/)

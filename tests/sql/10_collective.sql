@@ -47,6 +47,18 @@ SELECT split_part(narrative, E'\n', 1) AS narrative_head,
        narrative ~ 'led by cpu_wait \(it moved first\)\.$' AS names_the_lead
   FROM coherence.incidents WHERE status <> 'merged';
 
+-- docs/incidents.md: the ranking of the incident (the first mover leads).
+SELECT r->>'metric' AS metric, r->>'kind' AS kind, (r->>'score')::float8 > 0 AS scored
+  FROM coherence.incidents i, jsonb_array_elements(i.ranking) r
+ WHERE i.status <> 'merged' LIMIT 1;
+
+-- docs/detection.md: collective anomalies of any table.
+SELECT c.metric, c.started_at, round(c.share::numeric, 2) > 0 AS has_share, round(c.risk::numeric, 2) > 0 AS has_risk
+  FROM (SELECT array_agg(metric_name) AS m, array_agg("timestamp") AS ts, array_agg(value) AS v
+          FROM coherence.metrics WHERE host = 'db-1') h
+ CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, host => 'db-1') c
+ ORDER BY c.started_at, c.metric;
+
 -- Parameter errors.
 SELECT coherence.detect_collective('2025-12-14', '2025-12-13');
 SELECT count(*) FROM coherence.find_collective(ARRAY['a'], ARRAY[now(), now()], ARRAY[1.0]::float8[]);
