@@ -333,6 +333,7 @@ BEGIN
                     baseline, score, risk, summary)
             SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
                    baseline, score, risk, summary FROM one
+             ORDER BY started_at, host, metric, detector
             ON CONFLICT (host, metric, detector, started_at) DO UPDATE
                SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
                    peak_value = excluded.peak_value, baseline = excluded.baseline,

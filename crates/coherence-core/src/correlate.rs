@@ -281,11 +281,21 @@ pub fn correlate_with(
             let first = g.iter().map(|s| s.start).min().unwrap();
             let last = g.iter().map(|s| s.end.max(s.start)).max().unwrap();
             let first_err = errors.iter().map(|s| s.start).min();
-            let context: Vec<&Signal> = long
+            // Leaks first (the narrative's "leak progression"), then by start: an order that
+            // does not depend on how the caller listed the signals.
+            let mut context: Vec<&Signal> = long
                 .iter()
                 .copied()
                 .filter(|s| s.start <= last + tol && s.end >= first - tol)
                 .collect();
+            context.sort_by(|a, b| {
+                (a.anomaly_kind != "leak", a.start, &a.metric, &a.id).cmp(&(
+                    b.anomaly_kind != "leak",
+                    b.start,
+                    &b.metric,
+                    &b.id,
+                ))
+            });
             out.push(build(
                 host, &errors, &anomalies, &context, samples, first, first_err, last, tol, tick,
             ));
