@@ -605,6 +605,10 @@ fn build(
             "drop" => "drop to",
             "level_shift_up" => "level shift up to",
             "level_shift_down" => "level shift down to",
+            "collective" if a.baseline.is_some_and(|b| a.peak_value < b) => {
+                "down with other metrics to"
+            }
+            "collective" => "up with other metrics to",
             _ => "anomaly at",
         };
         lines.push(format!(
