@@ -59,9 +59,11 @@ AS $fn$
       FROM coherence.signal_events e
      WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
        AND e.ts OPERATOR(pg_catalog.>=) since AND e.ts OPERATOR(pg_catalog.<) until
+       -- numeric holds values no double precision can: skipped, not an error that stops the job
+       AND e.value OPERATOR(pg_catalog.<) 1e300 AND e.value OPERATOR(pg_catalog.>) -1e300
 $fn$;
 COMMENT ON FUNCTION coherence.samples(timestamptz, timestamptz) IS
-    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
+    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set, |value| < 1e300) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
 
 -- coherence.detect: the seed's verdicts for every series at once.
 CREATE FUNCTION coherence.detect(since timestamptz, until timestamptz)

@@ -219,8 +219,10 @@ BEGIN
     ELSE
         v_since := v_new_min - lookback;
     END IF;
-    -- Data time: the newest sample any run has seen (incidents resolve against it).
-    v_data_now := greatest(v_prev_now, v_new_max);
+    -- Data time: the newest sample any run has seen (incidents resolve against it). Samples
+    -- stamped more than a day ahead of the database clock do not advance it: one skewed clock
+    -- must not resolve every open incident.
+    v_data_now := greatest(v_prev_now, least(v_new_max, now() + interval '1 day'));
 
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';

@@ -215,9 +215,11 @@ AS $fn$
       FROM coherence.signal_events e
      WHERE e.value IS NOT NULL AND e.metric IS NOT NULL
        AND e.ts OPERATOR(pg_catalog.>=) since AND e.ts OPERATOR(pg_catalog.<) until
+       -- numeric holds values no double precision can: skipped, not an error that stops the job
+       AND e.value OPERATOR(pg_catalog.<) 1e300 AND e.value OPERATOR(pg_catalog.>) -1e300
 $fn$;
 COMMENT ON FUNCTION coherence.samples(timestamptz, timestamptz) IS
-    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
+    'The samples the detectors read: coherence.metrics and numeric coherence.signal_events (value and metric set, |value| < 1e300) with since <= ts < until. E.g. SELECT host, metric, count(*) FROM coherence.samples(now() - interval ''1 day'', now()) GROUP BY 1, 2;';
 
 
 -- The job pg_cron runs. See docs/incidents.md.
@@ -303,8 +305,10 @@ BEGIN
     ELSE
         v_since := v_new_min - lookback;
     END IF;
-    -- Data time: the newest sample any run has seen (incidents resolve against it).
-    v_data_now := greatest(v_prev_now, v_new_max);
+    -- Data time: the newest sample any run has seen (incidents resolve against it). Samples
+    -- stamped more than a day ahead of the database clock do not advance it: one skewed clock
+    -- must not resolve every open incident.
+    v_data_now := greatest(v_prev_now, least(v_new_max, now() + interval '1 day'));
 
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';

@@ -110,10 +110,9 @@ fn trans<D: Detector>(
     }
     // SAFETY: this aggregate's state is always a `D`, created just above.
     let s = unsafe { state.get_mut::<D>() }.expect("initialized state");
-    match (ts, value) {
-        (Some(ts), Some(v)) if ts.is_finite() => {
-            let pg_us: i64 = ts.into_inner();
-            if let Err(e) = s.add(pg_us.saturating_add(PG_EPOCH_US), v) {
+    match (ts.and_then(crate::events::unix_us), value) {
+        (Some(t), Some(v)) => {
+            if let Err(e) = s.add(t, v) {
                 raise(e)
             }
         }
@@ -163,7 +162,7 @@ fn deserialize<D: Detector>(bytes: &[u8], fcinfo: pg_sys::FunctionCallInfo) -> I
 }
 
 fn ts_of(unix_us: Option<i64>) -> Option<TimestampWithTimeZone> {
-    unix_us.and_then(|us| TimestampWithTimeZone::try_from(us - PG_EPOCH_US).ok())
+    unix_us.and_then(|us| TimestampWithTimeZone::try_from(us.checked_sub(PG_EPOCH_US)?).ok())
 }
 
 fn interval_us(window: Interval) -> i64 {

@@ -15,8 +15,18 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
+/// Unix µs of a PostgreSQL timestamp; `None` for ±infinity and for the last ~30 years of
+/// PostgreSQL's range (after year 294246), which Unix µs in an i64 cannot hold: such points
+/// are skipped, never clamped to a wrong time.
+pub(crate) fn unix_us(t: TimestampWithTimeZone) -> Option<i64> {
+    if !t.is_finite() {
+        return None;
+    }
+    t.into_inner().checked_add(PG_EPOCH_US)
+}
+
 fn ts_of(unix_us: i64) -> Option<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(unix_us - PG_EPOCH_US).ok()
+    TimestampWithTimeZone::try_from(unix_us.checked_sub(PG_EPOCH_US)?).ok()
 }
 
 /// Zips the arrays into time-sorted (Unix µs, value) points, skipping NULLs and infinite times.
@@ -44,10 +54,8 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
     pts.extend(
         ts.iter()
             .zip(values.iter())
-            .filter_map(|(t, v)| match (t, v) {
-                (Some(t), Some(v)) if t.is_finite() && coherence_core::usable_value(v) => {
-                    Some((t.into_inner().saturating_add(PG_EPOCH_US), v))
-                }
+            .filter_map(|(t, v)| match (t.and_then(unix_us), v) {
+                (Some(t), Some(v)) if coherence_core::usable_value(v) => Some((t, v)),
                 _ => None,
             }),
     );
@@ -299,15 +307,15 @@ fn find_collective(
         let (Some(m), Some(t), Some(v)) = (m, t, v) else {
             continue;
         };
-        if !t.is_finite() || !coherence_core::usable_value(v) {
+        let Some(t) = unix_us(t).filter(|_| coherence_core::usable_value(v)) else {
             continue;
-        }
+        };
         let k = *index.entry(m.to_string()).or_insert_with(|| {
             names.push(m.to_string());
             series.push(Vec::new());
             names.len() - 1
         });
-        series[k].push((t.into_inner().saturating_add(PG_EPOCH_US), v));
+        series[k].push((t, v));
     }
     let host = host.unwrap_or("host");
     let events = collective_events(&series, &params, &mut interrupt_check);

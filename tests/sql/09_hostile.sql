@@ -63,6 +63,22 @@ SELECT pg_temp.try($$INSERT INTO coherence.metrics (host, metric_name, value, "t
        pg_temp.try($$INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('h', 'm', 1, 'infinity')$$) AS metric_at_infinity,
        pg_temp.try($$INSERT INTO coherence.signal_events (ts, host, fingerprint, severity) VALUES ('-infinity', 'h', 'f', 'error')$$) AS error_at_minus_infinity;
 
+-- Rows the tables accept but no double precision or Unix microsecond can hold (a numeric
+-- event value of 1e400, a sample in year 294270) are skipped and counted, and the job runs.
+SELECT (coherence.spikes(ts, 1.0::float8)).skipped AS skipped_beyond_unix_range
+  FROM (VALUES ('294270-01-01 00:00+00'::timestamptz), ('2025-01-01 00:00+00')) t(ts);
+INSERT INTO coherence.signal_events (ts, host, fingerprint, severity, metric, value, source, source_id)
+VALUES ('2025-02-01 00:00+00', 'odd-host', 'f', 'info', 'queue_depth', 1e400, 'hostile', 'huge');
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('odd-host', 'cpu', 1, '294270-01-01 00:00+00'), ('odd-host', 'cpu', 2, '2025-02-01 00:01+00');
+SELECT pg_temp.try('SELECT coherence.run_detection()') AS job_with_odd_rows,
+       pg_temp.try($$SELECT coherence.detect('2025-01-01', '2025-03-01')$$) AS detect_with_odd_rows;
+-- The far-future sample does not move data time (which would resolve every open incident).
+SELECT data_now < now() + interval '2 days' AS data_time_not_in_year_294270
+  FROM coherence.detection_runs ORDER BY id DESC LIMIT 1;
+DELETE FROM coherence.signal_events WHERE host = 'odd-host';
+DELETE FROM coherence.metrics WHERE host = 'odd-host';
+
 -- 4. search_path: an attacker's ">=" earlier in the path is never called by coherence.samples
 --    (inlined into the caller's query) nor by the functions built on it.
 CREATE SCHEMA evil;
