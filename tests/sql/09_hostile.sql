@@ -127,7 +127,7 @@ BEGIN ISOLATION LEVEL SERIALIZABLE;
 SELECT pg_temp.try('SELECT coherence.run_detection()') AS in_serializable;
 ROLLBACK;
 
--- 7. Fuzz: 10,000 random calls of every function (random lengths, NULLs, NaN, ±Infinity,
+-- 7. Fuzz: 10,000 random calls of each of the 10 array/aggregate functions (random lengths, NULLs, NaN, ±Infinity,
 --    huge values, duplicate and infinite times, random and NULL parameters). No call may
 --    panic (XX000) or return a risk outside [0, 1]; errors must be documented SQLSTATEs.
 SELECT setseed(0.12);
@@ -145,7 +145,7 @@ DECLARE
     bad boolean;
     k int;
 BEGIN
-    FOR i IN 1..10000 LOOP
+    FOR i IN 1..100000 LOOP
         n := floor(random() * 80)::int;
         t0 := '2025-01-01'::timestamptz + floor(random() * 1000) * interval '1 hour';
         SELECT array_agg(CASE WHEN r < 0.03 THEN NULL
@@ -169,7 +169,7 @@ BEGIN
         p_f := CASE WHEN random() < 0.5 THEN NULL
                     ELSE (ARRAY['NaN', '-Infinity', -1, 0, 0.5, 1, 1.5, 3, 8, 1e308])[1 + floor(random() * 10)::int]::float8 END;
         p_txt := (ARRAY[NULL, 'both', 'up', 'down', '', 'cpu', 'memory', E'\\x'])[1 + floor(random() * 8)::int];
-        k := floor(random() * 9)::int;
+        k := i % 10;
         bad := false;
         BEGIN
             CASE k
@@ -205,6 +205,12 @@ BEGIN
                 fn := 'trend';
                 SELECT NOT ((s).risk BETWEEN 0 AND 1) INTO bad
                   FROM (SELECT coherence.trend(t, v, p_f) AS s FROM unnest(ts, vs) u(t, v)) x;
+            WHEN 8 THEN
+                fn := 'find_collective';
+                SELECT bool_or(NOT (risk BETWEEN 0 AND 1 AND share BETWEEN 0 AND 1)) INTO bad
+                  FROM coherence.find_collective(
+                        (SELECT array_agg(CASE WHEN random() < 0.02 THEN NULL ELSE 'm' || (j % 4) END) FROM generate_series(1, n) j),
+                        ts, vs, t0, CASE WHEN random() < 0.5 THEN NULL ELSE random() END, p_txt);
             ELSE
                 fn := 'correlate';
                 SELECT bool_or(NOT ((x->>'risk')::float8 BETWEEN 0 AND 1)) INTO bad
@@ -228,9 +234,10 @@ $fuzz$;
 SELECT count(*) AS calls, count(DISTINCT fn) AS functions,
        count(*) FILTER (WHERE outcome = 'XX000') AS panics,
        count(*) FILTER (WHERE bad_risk) AS risks_outside_0_1,
-       count(*) FILTER (WHERE outcome = 'ok') > 4000 AS mostly_answered,
+       count(*) FILTER (WHERE outcome = 'ok') > 40000 AS mostly_answered,
+       min(calls_per_fn) AS fewest_calls_of_a_function,
        array_agg(DISTINCT outcome ORDER BY outcome) AS outcomes
-  FROM fuzz;
+  FROM fuzz, (SELECT min(c) AS calls_per_fn FROM (SELECT count(*) AS c FROM fuzz GROUP BY fn) x) m;
 -- Every function answered some calls and refused others with documented SQLSTATEs.
 SELECT fn, count(*) FILTER (WHERE outcome = 'ok') > 0 AS answered,
        array_agg(DISTINCT outcome ORDER BY outcome) FILTER (WHERE outcome <> 'ok') AS refusals
