@@ -39,6 +39,8 @@ pub const MOVING: f64 = 2.0;
 pub const MIN_MEMBERS: usize = 2;
 /// Metrics with scores a host needs for collective detection.
 pub const MIN_METRICS: usize = 3;
+/// Grid cells (metric × time) per input point at most; a sparse mix of series coarsens the grid.
+pub const MAX_CELLS_PER_POINT: usize = 16;
 /// Flagged times at most this many steps apart are one event.
 pub const MERGE_GAP: usize = 3;
 
@@ -183,9 +185,16 @@ pub fn collective_events_with(
         .max()
         .unwrap_or(0);
     let longest = scored.iter().map(|(_, s)| s.ts.len()).max().unwrap_or(1);
+    let total: usize = scored.iter().map(|(_, s)| s.ts.len()).sum();
     let span = (t1 as i128 - t0 as i128).max(0);
-    if span / step as i128 + 1 > 4 * longest as i128 {
-        step = (span / (4 * longest as i128)).max(1).min(i64::MAX as i128) as i64;
+    // Grid cells (metrics × buckets, three f32 arrays each) stay within MAX_CELLS_PER_POINT
+    // cells per input point, so memory follows the input whatever the mix of long and short
+    // series (the caller reserves the analysis' memory per point).
+    let max_buckets = (4 * longest as i128)
+        .min((MAX_CELLS_PER_POINT * total) as i128 / scored.len() as i128)
+        .max(1);
+    if span / step as i128 + 1 > max_buckets {
+        step = (span / max_buckets).max(1).min(i64::MAX as i128) as i64;
     }
     let nb = (span / step as i128) as usize + 1;
     let bucket = |t: i64| ((t as i128 - t0 as i128) / step as i128) as usize;
@@ -305,6 +314,7 @@ pub fn collective_events_with(
     let mut out: Vec<CollectiveEvent> = Vec::new();
     let mut peaks: Vec<f64> = Vec::new();
     for (lo, hi) in runs {
+        tick();
         let peak = (lo..=hi)
             .max_by(|x, y| zc[*x].total_cmp(&zc[*y]))
             .unwrap_or(lo);
@@ -474,6 +484,22 @@ mod tests {
             "risk {}",
             e.risk
         );
+    }
+
+    #[test]
+    fn many_short_series_beside_a_long_one_keep_the_grid_small() {
+        // One metric of 20,000 points and 2,000 metrics of 30 points spread over the same
+        // span: without the cell bound the grid would be 2,001 × 20,000 cells.
+        let mut s = host(1, 20_000, |_, _| 0.0);
+        for k in 0..2_000 {
+            s.push(
+                (0..30)
+                    .map(|i| (T0 + (i * 600 + k) as i64 * MIN, 50.0))
+                    .collect(),
+            );
+        }
+        let ev = collective_events(&s, &EventParams::default(), &mut || {});
+        assert!(ev.iter().all(|e| (0.0..=1.0).contains(&e.risk)));
     }
 
     #[test]
