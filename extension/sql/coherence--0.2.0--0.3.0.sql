@@ -308,7 +308,9 @@ BEGIN
     -- Data time: the newest sample any run has seen (incidents resolve against it). Samples
     -- stamped more than a day ahead of the database clock do not advance it: one skewed clock
     -- must not resolve every open incident.
-    v_data_now := greatest(v_prev_now, least(v_new_max, now() + interval '1 day'));
+    -- (least() ignores NULLs: with nothing new the cap must not become the data time.)
+    v_data_now := greatest(v_prev_now,
+                           CASE WHEN v_new_max IS NOT NULL THEN least(v_new_max, now() + interval '1 day') END);
 
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';

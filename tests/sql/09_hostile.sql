@@ -73,9 +73,14 @@ INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
 VALUES ('odd-host', 'cpu', 1, '294270-01-01 00:00+00'), ('odd-host', 'cpu', 2, '2025-02-01 00:01+00');
 SELECT pg_temp.try('SELECT coherence.run_detection()') AS job_with_odd_rows,
        pg_temp.try($$SELECT coherence.detect('2025-01-01', '2025-03-01')$$) AS detect_with_odd_rows;
--- The far-future sample does not move data time (which would resolve every open incident).
+-- The far-future sample does not move data time (which would resolve every open incident),
+-- and a run with nothing new leaves data time where it was.
 SELECT data_now < now() + interval '2 days' AS data_time_not_in_year_294270
   FROM coherence.detection_runs ORDER BY id DESC LIMIT 1;
+CREATE TEMP TABLE last_now AS SELECT data_now FROM coherence.detection_runs ORDER BY id DESC LIMIT 1;
+SELECT (coherence.run_detection())->>'since' IS NULL AS nothing_new;
+SELECT r.data_now = l.data_now AS data_time_unchanged_when_nothing_is_new
+  FROM last_now l, (SELECT data_now FROM coherence.detection_runs ORDER BY id DESC LIMIT 1) r;
 DELETE FROM coherence.signal_events WHERE host = 'odd-host';
 DELETE FROM coherence.metrics WHERE host = 'odd-host';
 
