@@ -160,6 +160,7 @@ DECLARE
     v_updated    integer := 0;
     v_resolved   integer := 0;
     v_signals    jsonb;
+    v_coll       jsonb;
     v_samples    jsonb;
     v_incidents  jsonb;
     inc          jsonb;
@@ -226,8 +227,31 @@ BEGIN
     v_data_now := greatest(v_prev_now,
                            CASE WHEN v_new_max IS NOT NULL THEN least(v_new_max, now() + interval '1 day') END);
 
+    -- Analysable range: samples before year 1000 (lookback arithmetic near PostgreSQL's
+    -- lower limit would fail every run) and after data time (far-future stamps) are not
+    -- analysed; a queue holding only such rows analyses nothing.
+    -- (greatest() ignores NULLs too: nothing new must stay nothing.)
+    IF v_new_min IS NOT NULL THEN
+        v_new_min := greatest(v_new_min, '1000-01-01 00:00+00'::timestamptz);
+        v_since := greatest(v_since, '1000-01-01 00:00+00'::timestamptz - lookback);
+        IF v_data_now IS NULL OR v_new_min > v_data_now THEN
+            v_new_min := NULL;
+            v_since := NULL;
+        END IF;
+    END IF;
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';
+
+        -- Collective anomalies first, on their own: a host too large for them (out of
+        -- memory, array limits) costs its collective events, with a WARNING, not the run.
+        BEGIN
+            SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]'::jsonb) INTO v_coll
+              FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c;
+        EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
+                USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
+            v_coll := '[]'::jsonb;
+        END;
 
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
@@ -242,7 +266,12 @@ BEGIN
                           AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
             UNION ALL
             -- Metrics of a host moving together (one row per member metric).
-            SELECT c.* FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c
+            SELECT c.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
+                   c.peak_value, c.baseline, c.score, c.risk, c.summary
+              FROM jsonb_to_recordset(v_coll) AS c(host text, metric text, detector text, kind text,
+                   started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
+                   peak_value double precision, baseline double precision, score double precision,
+                   risk double precision, summary text)
         ), one AS (
             -- One row per key (an upsert may touch a row once): the strongest.
             SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
@@ -518,7 +547,10 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
     coherence.incident_edges, coherence.detection_runs
     TO coherence_reader;
 -- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
+-- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
+-- the same.
 REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) FROM PUBLIC;
 
 -- Alert delivery log of `coherence-ingest alert`: one row per (incident, destination, action),
 -- so each is delivered once; retries with backoff live here too.

@@ -68,7 +68,9 @@ COMMENT ON COLUMN coherence.signal_events.created_at IS 'When the row was insert
 -- New data, queued by statement triggers on metrics and signal_events: one row per statement
 -- and series with the time range it wrote. coherence.run_detection() deletes what it analyses,
 -- in its own transaction, so a row is analysed exactly when its writer has committed, however
--- late (a backfill that commits hours after its rows were stamped is not skipped).
+-- late (a backfill that commits hours after its rows were stamped is not skipped). Not in
+-- pg_dump output: a restore refills it through the same triggers (the restored data is then
+-- analysed once by the next run).
 CREATE TABLE coherence.pending_series (
     id        bigserial PRIMARY KEY,
     host      text NOT NULL,
@@ -93,6 +95,12 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    -- SECURITY DEFINER: it must only ever run for its own table, whose column types are known.
+    IF TG_RELID OPERATOR(pg_catalog.<>) 'coherence.metrics'::pg_catalog.regclass
+       OR TG_LEVEL OPERATOR(pg_catalog.<>) 'STATEMENT' THEN
+        RAISE EXCEPTION 'coherence.queue_new_metrics() only queues rows of coherence.metrics'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
     SELECT n.host, n.metric_name, min(n."timestamp"), max(n."timestamp"), count(*)
       FROM new_rows n
@@ -102,6 +110,8 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.queue_new_metrics() IS
     'Trigger function (statement level, AFTER INSERT on coherence.metrics): queues the written series in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+-- Only the extension's triggers may call it (it runs as the extension's owner).
+REVOKE EXECUTE ON FUNCTION coherence.queue_new_metrics() FROM PUBLIC;
 CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_metrics();
@@ -111,6 +121,12 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    -- SECURITY DEFINER: it must only ever run for its own table, whose column types are known.
+    IF TG_RELID OPERATOR(pg_catalog.<>) 'coherence.signal_events'::pg_catalog.regclass
+       OR TG_LEVEL OPERATOR(pg_catalog.<>) 'STATEMENT' THEN
+        RAISE EXCEPTION 'coherence.queue_new_signal_events() only queues rows of coherence.signal_events'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
     SELECT n.host, coalesce(n.metric, n.severity), min(n.ts), max(n.ts), count(*)
       FROM new_rows n
@@ -120,6 +136,7 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.queue_new_signal_events() IS
     'Trigger function (statement level, AFTER INSERT on coherence.signal_events): queues the written hosts and times in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+REVOKE EXECUTE ON FUNCTION coherence.queue_new_signal_events() FROM PUBLIC;
 CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_signal_events();
@@ -145,8 +162,7 @@ SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_cursors', '');
-SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series', '');
-SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series_id_seq', '');
+
 
 -- Result types of the aggregates. `flagged` and `risk` come first in every one.
 CREATE TYPE coherence.variance_escalation_result AS (

@@ -5,34 +5,35 @@
 -- root-cause ranking. Every row is kept.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.3.0'" to load this file. \quit
 
--- Finite times from now on. Existing rows are checked too; if some are ±infinity the update
--- still succeeds, the constraint stays NOT VALID (new rows are checked, old ones are kept and
--- ignored by detection), and a WARNING says how to clean up.
-ALTER TABLE coherence.metrics
-    ADD CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at)) NOT VALID;
-ALTER TABLE coherence.signal_events
-    ADD CONSTRAINT signal_events_times_finite CHECK (isfinite(ts) AND isfinite(created_at)) NOT VALID;
+-- Finite times from now on. Rows at ±infinity (0.2.0 let them in) must be fixed first: the
+-- update refuses rather than keep rows a restore of the updated database would reject.
 DO $do$
 DECLARE
-    c text;
+    n_metrics bigint;
+    n_events  bigint;
 BEGIN
-    FOREACH c IN ARRAY ARRAY['metrics.metrics_times_finite', 'signal_events.signal_events_times_finite'] LOOP
-        BEGIN
-            EXECUTE format('ALTER TABLE coherence.%I VALIDATE CONSTRAINT %I',
-                           split_part(c, '.', 1), split_part(c, '.', 2));
-        EXCEPTION WHEN check_violation THEN
-            RAISE WARNING 'coherence.% has rows at ±infinity; they are kept and ignored by detection', split_part(c, '.', 1)
-                USING HINT = format('Delete or fix them, then: ALTER TABLE coherence.%I VALIDATE CONSTRAINT %I;',
-                                    split_part(c, '.', 1), split_part(c, '.', 2));
-        END;
-    END LOOP;
+    SELECT count(*) INTO n_metrics FROM coherence.metrics
+     WHERE NOT (isfinite("timestamp") AND isfinite(created_at));
+    SELECT count(*) INTO n_events FROM coherence.signal_events
+     WHERE NOT (isfinite(ts) AND isfinite(created_at));
+    IF n_metrics > 0 OR n_events > 0 THEN
+        RAISE EXCEPTION 'coherence 0.3.0 refuses ±infinity times: % row(s) of coherence.metrics and % of coherence.signal_events have one', n_metrics, n_events
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Delete or fix them, e.g. DELETE FROM coherence.metrics WHERE NOT isfinite("timestamp"); then ALTER EXTENSION coherence UPDATE again. Nothing has been changed.';
+    END IF;
 END
 $do$;
+ALTER TABLE coherence.metrics
+    ADD CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at));
+ALTER TABLE coherence.signal_events
+    ADD CONSTRAINT signal_events_times_finite CHECK (isfinite(ts) AND isfinite(created_at));
 
 -- New data, queued by statement triggers on metrics and signal_events: one row per statement
 -- and series with the time range it wrote. coherence.run_detection() deletes what it analyses,
 -- in its own transaction, so a row is analysed exactly when its writer has committed, however
--- late (a backfill that commits hours after its rows were stamped is not skipped).
+-- late (a backfill that commits hours after its rows were stamped is not skipped). Not in
+-- pg_dump output: a restore refills it through the same triggers (the restored data is then
+-- analysed once by the next run).
 CREATE TABLE coherence.pending_series (
     id        bigserial PRIMARY KEY,
     host      text NOT NULL,
@@ -57,6 +58,12 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    -- SECURITY DEFINER: it must only ever run for its own table, whose column types are known.
+    IF TG_RELID OPERATOR(pg_catalog.<>) 'coherence.metrics'::pg_catalog.regclass
+       OR TG_LEVEL OPERATOR(pg_catalog.<>) 'STATEMENT' THEN
+        RAISE EXCEPTION 'coherence.queue_new_metrics() only queues rows of coherence.metrics'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
     SELECT n.host, n.metric_name, min(n."timestamp"), max(n."timestamp"), count(*)
       FROM new_rows n
@@ -66,6 +73,8 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.queue_new_metrics() IS
     'Trigger function (statement level, AFTER INSERT on coherence.metrics): queues the written series in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+-- Only the extension's triggers may call it (it runs as the extension's owner).
+REVOKE EXECUTE ON FUNCTION coherence.queue_new_metrics() FROM PUBLIC;
 CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_metrics();
@@ -75,6 +84,12 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    -- SECURITY DEFINER: it must only ever run for its own table, whose column types are known.
+    IF TG_RELID OPERATOR(pg_catalog.<>) 'coherence.signal_events'::pg_catalog.regclass
+       OR TG_LEVEL OPERATOR(pg_catalog.<>) 'STATEMENT' THEN
+        RAISE EXCEPTION 'coherence.queue_new_signal_events() only queues rows of coherence.signal_events'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
     SELECT n.host, coalesce(n.metric, n.severity), min(n.ts), max(n.ts), count(*)
       FROM new_rows n
@@ -84,19 +99,32 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.queue_new_signal_events() IS
     'Trigger function (statement level, AFTER INSERT on coherence.signal_events): queues the written hosts and times in coherence.pending_series. SECURITY DEFINER so writers need no rights on the queue.';
+REVOKE EXECUTE ON FUNCTION coherence.queue_new_signal_events() FROM PUBLIC;
 CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_signal_events();
 
-SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series', '');
-SELECT pg_catalog.pg_extension_config_dump('coherence.pending_series_id_seq', '');
-
--- Data time for incremental runs (the first run after this update analyses all data once).
+-- Data time for incremental runs, carried over from the last 0.2.0 run, and what 0.2.0's next
+-- run would have read (rows written since its watermark, with its 10 minutes of overlap)
+-- queued, so the first 0.3.0 run is incremental, not a rescan of all history.
 ALTER TABLE coherence.detection_runs ADD COLUMN data_now timestamptz;
 COMMENT ON TABLE coherence.detection_runs IS
     'One row per coherence.run_detection() call: the data range analysed and what changed. New data is found through coherence.pending_series.';
 COMMENT ON COLUMN coherence.detection_runs.watermark IS 'Until 0.2.0: newest created_at of the input rows seen by the run. Since 0.3.0 new rows are found through coherence.pending_series and this is NULL.';
 COMMENT ON COLUMN coherence.detection_runs.data_now IS 'Newest sample time seen by this or an earlier run (data time; incidents resolve against it).';
+UPDATE coherence.detection_runs r
+   SET data_now = r.until - interval '1 microsecond'
+ WHERE r.id = (SELECT max(id) FROM coherence.detection_runs WHERE until IS NOT NULL);
+INSERT INTO coherence.pending_series (host, metric, min_ts, max_ts, rows)
+SELECT m.host, m.metric_name, min(m."timestamp"), max(m."timestamp"), count(*)
+  FROM coherence.metrics m
+ WHERE m.created_at > (SELECT max(watermark) FROM coherence.detection_runs) - interval '10 minutes'
+ GROUP BY m.host, m.metric_name
+UNION ALL
+SELECT e.host, coalesce(e.metric, e.severity), min(e.ts), max(e.ts), count(*)
+  FROM coherence.signal_events e
+ WHERE e.created_at > (SELECT max(watermark) FROM coherence.detection_runs) - interval '10 minutes'
+ GROUP BY e.host, coalesce(e.metric, e.severity);
 
 -- Incidents of anomalies alone (no first error) and the root-cause ranking.
 ALTER TABLE coherence.incidents ALTER COLUMN first_error_at DROP NOT NULL;
@@ -246,6 +274,7 @@ DECLARE
     v_updated    integer := 0;
     v_resolved   integer := 0;
     v_signals    jsonb;
+    v_coll       jsonb;
     v_samples    jsonb;
     v_incidents  jsonb;
     inc          jsonb;
@@ -312,8 +341,31 @@ BEGIN
     v_data_now := greatest(v_prev_now,
                            CASE WHEN v_new_max IS NOT NULL THEN least(v_new_max, now() + interval '1 day') END);
 
+    -- Analysable range: samples before year 1000 (lookback arithmetic near PostgreSQL's
+    -- lower limit would fail every run) and after data time (far-future stamps) are not
+    -- analysed; a queue holding only such rows analyses nothing.
+    -- (greatest() ignores NULLs too: nothing new must stay nothing.)
+    IF v_new_min IS NOT NULL THEN
+        v_new_min := greatest(v_new_min, '1000-01-01 00:00+00'::timestamptz);
+        v_since := greatest(v_since, '1000-01-01 00:00+00'::timestamptz - lookback);
+        IF v_data_now IS NULL OR v_new_min > v_data_now THEN
+            v_new_min := NULL;
+            v_since := NULL;
+        END IF;
+    END IF;
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';
+
+        -- Collective anomalies first, on their own: a host too large for them (out of
+        -- memory, array limits) costs its collective events, with a WARNING, not the run.
+        BEGIN
+            SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]'::jsonb) INTO v_coll
+              FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c;
+        EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
+                USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
+            v_coll := '[]'::jsonb;
+        END;
 
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
@@ -328,7 +380,12 @@ BEGIN
                           AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
             UNION ALL
             -- Metrics of a host moving together (one row per member metric).
-            SELECT c.* FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c
+            SELECT c.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
+                   c.peak_value, c.baseline, c.score, c.risk, c.summary
+              FROM jsonb_to_recordset(v_coll) AS c(host text, metric text, detector text, kind text,
+                   started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
+                   peak_value double precision, baseline double precision, score double precision,
+                   risk double precision, summary text)
         ), one AS (
             -- One row per key (an upsert may touch a row once): the strongest.
             SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
@@ -512,5 +569,8 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
     coherence.incident_edges, coherence.detection_runs
     TO coherence_reader;
 -- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
+-- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
+-- the same.
 REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) FROM PUBLIC;
 

@@ -81,6 +81,14 @@ CREATE TEMP TABLE last_now AS SELECT data_now FROM coherence.detection_runs ORDE
 SELECT (coherence.run_detection())->>'since' IS NULL AS nothing_new;
 SELECT r.data_now = l.data_now AS data_time_unchanged_when_nothing_is_new
   FROM last_now l, (SELECT data_now FROM coherence.detection_runs ORDER BY id DESC LIMIT 1) r;
+-- A sample near PostgreSQL's lower time limit (lookback arithmetic would overflow) and one far
+-- in the future alone in the queue: the job runs and analyses nothing from them.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('odd-host', 'cpu', 3, '4713-01-02 00:00+00 BC');
+SELECT pg_temp.try('SELECT coherence.run_detection()') AS job_with_a_sample_in_4713_bc;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('odd-host', 'cpu', 4, '9999-01-01 00:00+00');
+SELECT (coherence.run_detection())->>'since' IS NULL AS future_alone_analyses_nothing;
 DELETE FROM coherence.signal_events WHERE host = 'odd-host';
 DELETE FROM coherence.metrics WHERE host = 'odd-host';
 
@@ -113,7 +121,16 @@ SELECT pg_temp.try('SELECT count(*) FROM coherence.active_incidents') AS read_vi
        pg_temp.try($$INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('h', 'm', 1, now())$$) AS write_metrics,
        pg_temp.try('SELECT coherence.run_detection()') AS run_job,
        pg_temp.try('LOCK TABLE coherence.detection_runs IN SHARE ROW EXCLUSIVE MODE') AS block_job;
+-- The queue's SECURITY DEFINER trigger functions cannot be borrowed for another table.
+SELECT pg_temp.try($$CREATE TEMP TABLE borrowed (host text, metric_name text, "timestamp" timestamptz);
+                    CREATE TRIGGER t AFTER INSERT ON borrowed REFERENCING NEW TABLE AS new_rows
+                    FOR EACH STATEMENT EXECUTE FUNCTION coherence.queue_new_metrics()$$) AS reader_borrows_queue_trigger;
 RESET ROLE;
+CREATE TEMP TABLE borrowed (host text, metric_name text, "timestamp" timestamptz);
+CREATE TRIGGER t AFTER INSERT ON borrowed REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION coherence.queue_new_metrics();
+SELECT pg_temp.try($$INSERT INTO borrowed VALUES ('h', 'm', now())$$) AS queue_trigger_on_another_table;
+DROP TABLE borrowed;
 SELECT has_function_privilege('coherence_reader', 'coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text)', 'EXECUTE') AS reader_runs_pure_functions,
        has_function_privilege('coherence_reader', 'coherence.run_detection(interval, interval, interval, boolean)', 'EXECUTE') AS reader_runs_job;
 
@@ -136,7 +153,7 @@ ROLLBACK;
 --    huge values, duplicate and infinite times, random and NULL parameters). No call may
 --    panic (XX000) or return a risk outside [0, 1]; errors must be documented SQLSTATEs.
 SELECT setseed(0.12);
-CREATE TEMP TABLE fuzz (fn text, outcome text, bad_risk boolean);
+CREATE TEMP TABLE fuzz (fn text, outcome text, bad_risk boolean, nrows bigint);
 DO $fuzz$
 DECLARE
     n int;
@@ -148,6 +165,7 @@ DECLARE
     p_txt text;
     fn text;
     bad boolean;
+    nrows bigint;
     k int;
 BEGIN
     FOR i IN 1..100000 LOOP
@@ -176,6 +194,7 @@ BEGIN
         p_txt := (ARRAY[NULL, 'both', 'up', 'down', '', 'cpu', 'memory', E'\\x'])[1 + floor(random() * 8)::int];
         k := i % 10;
         bad := false;
+        nrows := 0;
         BEGIN
             CASE k
             WHEN 0 THEN
@@ -211,11 +230,19 @@ BEGIN
                 SELECT NOT ((s).risk BETWEEN 0 AND 1) INTO bad
                   FROM (SELECT coherence.trend(t, v, p_f) AS s FROM unnest(ts, vs) u(t, v)) x;
             WHEN 8 THEN
+                -- Long enough (4 metrics of 70-85 points, 3 of them jumping together near the
+                -- end) for the grid, members and risk to run.
                 fn := 'find_collective';
-                SELECT bool_or(NOT (risk BETWEEN 0 AND 1 AND share BETWEEN 0 AND 1)) INTO bad
-                  FROM coherence.find_collective(
-                        (SELECT array_agg(CASE WHEN random() < 0.02 THEN NULL ELSE 'm' || (j % 4) END) FROM generate_series(1, n) j),
-                        ts, vs, t0, CASE WHEN random() < 0.5 THEN NULL ELSE random() END, p_txt);
+                SELECT bool_or(NOT (risk BETWEEN 0 AND 1 AND share BETWEEN 0 AND 1)), count(*) INTO bad, nrows
+                  FROM (SELECT array_agg(CASE WHEN r < 0.02 THEN NULL ELSE 'm' || (j % 4) END) AS m,
+                               array_agg(CASE WHEN r < 0.01 THEN 'infinity'::timestamptz
+                                              ELSE t0 + (j / 4) * interval '1 minute' END) AS t,
+                               array_agg(CASE WHEN q < 0.02 THEN 'NaN'::float8 WHEN q < 0.03 THEN 1e308
+                                              WHEN j / 4 BETWEEN 58 AND 61 AND j % 4 < 3 THEN 10 + q
+                                              ELSE q END) AS v
+                          FROM (SELECT j, random() AS r, random() AS q
+                                  FROM generate_series(0, 279 + floor(random() * 60)::int) j) g) a,
+                       coherence.find_collective(a.m, a.t, a.v, NULL, CASE WHEN random() < 0.5 THEN 0 ELSE random() END, p_txt);
             ELSE
                 fn := 'correlate';
                 SELECT bool_or(NOT ((x->>'risk')::float8 BETWEEN 0 AND 1)) INTO bad
@@ -229,9 +256,9 @@ BEGIN
                            FROM generate_series(1, least(n, 40)) j),
                         '[]', interval '5 minutes', greatest(coalesce(p_int, 3), 1))) x;
             END CASE;
-            INSERT INTO fuzz VALUES (fn, 'ok', coalesce(bad, false));
+            INSERT INTO fuzz VALUES (fn, 'ok', coalesce(bad, false), nrows);
         EXCEPTION WHEN OTHERS THEN
-            INSERT INTO fuzz VALUES (fn, SQLSTATE, false);
+            INSERT INTO fuzz VALUES (fn, SQLSTATE, false, 0);
         END;
     END LOOP;
 END
@@ -244,6 +271,9 @@ SELECT count(*) AS calls, count(DISTINCT fn) AS functions,
        array_agg(DISTINCT outcome ORDER BY outcome) AS outcomes
   FROM fuzz, (SELECT min(c) AS calls_per_fn FROM (SELECT count(*) AS c FROM fuzz GROUP BY fn) x) m;
 -- Every function answered some calls and refused others with documented SQLSTATEs.
+SELECT count(*) FILTER (WHERE outcome = 'ok') > 9000 AS collective_ran,
+       count(*) FILTER (WHERE nrows > 0) > 1000 AS collective_found_events
+  FROM fuzz WHERE fn = 'find_collective';
 SELECT fn, count(*) FILTER (WHERE outcome = 'ok') > 0 AS answered,
        array_agg(DISTINCT outcome ORDER BY outcome) FILTER (WHERE outcome <> 'ok') AS refusals
   FROM fuzz GROUP BY fn ORDER BY fn;

@@ -26,9 +26,10 @@
 //! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
 //! B") for `A` earlier, with `lag = t(B) − t(A)` and `strength = risk(A) · tolerance /
 //! (tolerance + lag)` for short signals (close in time is stronger); a context anomaly's edges
-//! have `strength = 0.5 · risk`. Bounded: each node keeps its [`MAX_CAUSES`] strongest causes
-//! and an incident at most [`MAX_EDGES`] edges (the strongest), so memory and time are linear in
-//! the number of signals however large an incident grows.
+//! have `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
+//! nearest earlier nodes and the [`MAX_CONTEXT_NODES`] strongest context anomalies; it keeps
+//! its [`MAX_CAUSES`] strongest causes and an incident at most [`MAX_EDGES`] edges, so memory
+//! and time are linear in the number of signals however large an incident grows.
 //!
 //! **Hypotheses** (ranked by confidence; only anomalies that start at or before the first error
 //! count as causes, ones within a minute after it (one sample) as concurrent at 0.7× weight,
@@ -148,6 +149,10 @@ pub const ALONE_RISK: f64 = 0.8;
 pub const TOGETHER_RISK: f64 = 0.5;
 /// Causes kept per causal-graph node (the strongest).
 pub const MAX_CAUSES: usize = 3;
+/// Earlier short nodes considered as causes of a node (the nearest in time).
+pub const CAUSE_WINDOW: usize = 64;
+/// Context anomalies in an incident's causal graph (the strongest).
+pub const MAX_CONTEXT_NODES: usize = 16;
 /// Edges kept per incident (the strongest).
 pub const MAX_EDGES: usize = 200;
 /// Anomaly lines in a narrative; more are summarised in one line.
@@ -234,14 +239,18 @@ pub fn correlate_with(
     tick: &mut dyn FnMut(),
 ) -> Vec<Incident> {
     let tol = p.tolerance_us.max(1);
-    let mut hosts: Vec<&str> = signals.iter().map(|s| s.host.as_str()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
+    // One pass to group by host (not hosts × signals).
+    let mut by_host: std::collections::BTreeMap<&str, Vec<&Signal>> = Default::default();
+    for s in signals {
+        by_host.entry(s.host.as_str()).or_default().push(s);
+    }
     let mut out = Vec::new();
-    for host in hosts {
-        let mine: Vec<&Signal> = signals.iter().filter(|s| s.host == host).collect();
+    for (host, mine) in by_host {
+        tick();
         let is_long = |s: &Signal| {
-            s.kind == "anomaly" && (s.anomaly_kind == "leak" || s.end - s.start > 12 * tol)
+            s.kind == "anomaly"
+                && (s.anomaly_kind == "leak"
+                    || s.end.saturating_sub(s.start) > tol.saturating_mul(12))
         };
         let mut short: Vec<&Signal> = mine.iter().copied().filter(|s| !is_long(s)).collect();
         let long: Vec<&Signal> = mine.iter().copied().filter(|s| is_long(s)).collect();
@@ -286,7 +295,9 @@ pub fn correlate_with(
             let mut context: Vec<&Signal> = long
                 .iter()
                 .copied()
-                .filter(|s| s.start <= last + tol && s.end >= first - tol)
+                .filter(|s| {
+                    s.start <= last.saturating_add(tol) && s.end >= first.saturating_sub(tol)
+                })
                 .collect();
             context.sort_by(|a, b| {
                 (a.anomaly_kind != "leak", a.start, &a.metric, &a.id).cmp(&(
@@ -376,9 +387,15 @@ fn graph(mut nodes: Vec<(String, i64, f64, bool)>, tol: i64, tick: &mut dyn FnMu
         if j % 256 == 0 {
             tick();
         }
-        // The strongest MAX_CAUSES earlier nodes.
+        // The strongest MAX_CAUSES among the CAUSE_WINDOW nearest earlier short nodes (a short
+        // cause's strength falls with the lag) and every context node (capped in `build`).
         let mut causes: Vec<(f64, usize)> = Vec::with_capacity(MAX_CAUSES + 1);
-        for (i, a) in nodes[..j].iter().enumerate() {
+        let near = j.saturating_sub(CAUSE_WINDOW);
+        let candidates = (0..near)
+            .filter(|&i| nodes[i].3)
+            .chain(near..j)
+            .map(|i| (i, &nodes[i]));
+        for (i, a) in candidates {
             if a.1 >= b.1 {
                 continue; // same time: no precedence
             }
@@ -436,7 +453,9 @@ fn build(
     for a in &reps {
         nodes.push((a.id.clone(), a.start, a.risk, false));
     }
-    for c in context {
+    let mut strongest_context: Vec<&&Signal> = context.iter().collect();
+    strongest_context.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.id.cmp(&b.id)));
+    for c in strongest_context.into_iter().take(MAX_CONTEXT_NODES) {
         nodes.push((c.id.clone(), c.start, c.risk, true));
     }
     let edges = graph(nodes, tol, tick);
