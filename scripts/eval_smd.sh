@@ -98,3 +98,25 @@ JSON
 "$PY" eval/smd/smd_eval.py score "$SMD_DIR" "$WORK/anomalies.csv" "$WORK/incidents.jsonl" \
     --timing "$WORK/timing.json" --out "$OUT_JSON"
 echo "eval_smd: done in $(secs "$t_start" "$(now)")s (database $DB kept for inspection; raw output in $WORK/)" >&2
+
+# --- the floor: the headline may not fall below the last committed figures (eval/smd/floor.txt)
+"$PY" - "$OUT_JSON" eval/smd/floor.txt <<'PYEOF' || die "below the floor in eval/smd/floor.txt"
+import json, sys
+got = json.load(open(sys.argv[1]))["summary"]["strict"]["ALL"]["coherence"]
+floor = {}
+for line in open(sys.argv[2]):
+    line = line.split("#", 1)[0].strip()
+    if line:
+        k, v = (x.strip() for x in line.split("=", 1))
+        floor[k] = float(v)
+bad = []
+for k, v in floor.items():
+    if k.endswith("_max"):
+        if got[k[:-4]] > v:
+            bad.append(f"{k[:-4]} {got[k[:-4]]:.3f} > {v}")
+    elif got[k] < v:
+        bad.append(f"{k} {got[k]:.3f} < {v}")
+print("eval_smd floor:", "; ".join(f"{k} {got[k[:-4] if k.endswith('_max') else k]:.3f}" for k in floor),
+      "->", "BELOW: " + ", ".join(bad) if bad else "ok", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PYEOF
