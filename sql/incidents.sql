@@ -532,10 +532,10 @@ BEGIN
     IF NOT FOUND THEN
         CREATE ROLE coherence_reader NOLOGIN;
     ELSIF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
-          OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid) THEN
+          OR r.rolcanlogin OR EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.member = r.oid) THEN
         RAISE EXCEPTION 'role coherence_reader already exists with more rights than read-only access'
             USING ERRCODE = 'duplicate_object',
-                  DETAIL = 'It is a superuser, may create roles or databases, replicate, bypass row security, or is a member of another role.',
+                  DETAIL = 'It is a superuser, may log in, create roles or databases, replicate, bypass row security, or is a member of another role (grant coherence_reader to a login role instead).',
                   HINT = 'Drop or rename that role (ALTER ROLE coherence_reader RENAME TO ...), then CREATE EXTENSION coherence again.';
     END IF;
 END

@@ -82,6 +82,8 @@ check "find_events over 4M points under the limit" 53200 \
     "SELECT count(*) FROM coherence.find_events(array_fill('2025-01-01'::timestamptz, ARRAY[4000000]), array_fill(1.0::float8, ARRAY[4000000]))"
 check "find_events over 1M points that fit completes" none \
     "SELECT count(*) FROM coherence.find_events(ARRAY(SELECT '2025-01-01'::timestamptz + i * interval '1 minute' FROM generate_series(1, 1000000) i), ARRAY(SELECT (i % 97)::float8 FROM generate_series(1, 1000000) i))"
+check "find_collective over 2M points under the limit" 53200 \
+    "SELECT count(*) FROM coherence.find_collective(array_fill('m'::text, ARRAY[2000000]), array_fill('2025-01-01'::timestamptz, ARRAY[2000000]), array_fill(1.0::float8, ARRAY[2000000]))"
 check "variance escalation with a 1-microsecond window over 2M points" 54000 \
     "SELECT (coherence.variance_escalation('2025-01-01'::timestamptz + i * interval '1 microsecond', i::float8, interval '1 microsecond', 1.5)).ratio FROM generate_series(1, 2000000) i"
 

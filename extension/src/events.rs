@@ -49,7 +49,7 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
     reserve_analysis_memory(ts.len());
     let mut pts: Vec<(i64, f64)> = Vec::new();
     if pts.try_reserve_exact(ts.len()).is_err() {
-        out_of_memory(ts.len());
+        out_of_memory(ts.len(), ANALYSIS_BYTES_PER_POINT);
     }
     pts.extend(
         ts.iter()
@@ -66,26 +66,33 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
 /// Upper bound of the analysis' working memory per point (the points, the detrended and
 /// scored copies, per-window buffers), in bytes.
 const ANALYSIS_BYTES_PER_POINT: usize = 256;
+/// The same for the collective detector: the per-metric scored copies plus its time grid
+/// (at most 16 cells a point, three 4-byte arrays each).
+const COLLECTIVE_BYTES_PER_POINT: usize = 512;
 
 /// Reserves (and frees) the analysis' working memory for `n` points, or raises 53200.
 fn reserve_analysis_memory(n: usize) {
+    reserve_memory(n, ANALYSIS_BYTES_PER_POINT)
+}
+
+fn reserve_memory(n: usize, per_point: usize) {
     let mut probe: Vec<u8> = Vec::new();
     if probe
-        .try_reserve_exact(n.saturating_mul(ANALYSIS_BYTES_PER_POINT))
+        .try_reserve_exact(n.saturating_mul(per_point))
         .is_err()
     {
-        out_of_memory(n);
+        out_of_memory(n, per_point);
     }
 }
 
-fn out_of_memory(n: usize) -> ! {
+fn out_of_memory(n: usize, per_point: usize) -> ! {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
         format!("out of memory analysing a series of {n} points"),
         "coherence",
     )
     .set_detail(format!(
-        "The analysis needs up to {ANALYSIS_BYTES_PER_POINT} bytes a point."
+        "The analysis needs up to {per_point} bytes a point."
     ))
     .set_hint("Analyse a shorter time range (detect_events' lookback) or downsample the series.")
     .report(PgLogLevel::ERROR);
@@ -296,7 +303,7 @@ fn find_collective(
         .set_hint("Build all three with array_agg over the same rows.")
         .report(PgLogLevel::ERROR);
     }
-    reserve_analysis_memory(ts.len());
+    reserve_memory(ts.len(), COLLECTIVE_BYTES_PER_POINT);
     let mut names: Vec<String> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = Default::default();
     let mut series: Vec<Vec<(i64, f64)>> = Vec::new();
