@@ -22,7 +22,8 @@ LIMIT_KB=${COHERENCE_MEMLIMIT_KB:-700000}
 ROOT=/tmp/coherence-memlimit-$PORT
 
 as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # From /: the postgres user may not enter the caller's (private) working directory.
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 cleanup() {
