@@ -122,14 +122,22 @@ $fn$;
 COMMENT ON FUNCTION coherence.detect(timestamptz, timestamptz) IS
     'Seed verdicts for every (host, metric) series in coherence.metrics and numeric coherence.signal_events with since <= ts < until: one row per series and detector, e.g. SELECT summary FROM coherence.detect(now() - interval ''48 hours'', now()) WHERE flagged;';
 
-COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text) IS
-    'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
+COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text, double precision) IS
+    'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2, capacity coherence.metric_capacity(metric)). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
 COMMENT ON FUNCTION coherence.find_collective(text[], timestamptz[], double precision[], timestamptz, double precision, text) IS
     'Collective anomalies of one host given as parallel arrays (metric, ts, value): times when several metrics move together, each perhaps within its own normal range (windowed robust scores standardized per metric and combined; see docs/detection.md). One row per member metric of each event: its onset, value and expected value at the peak, mean evidence (score, signed), share of the evidence, the event''s risk and a summary. E.g. SELECT metric, share, risk FROM coherence.find_collective(ARRAY[...], ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
     'The 0.1.0 form of coherence.find_events (same detectors and risk; no detector or summary column, no report_from). E.g. SELECT kind, peak_at, risk FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_period(timestamptz[], double precision[]) IS
     'The period learned from one series (hourly, daily or weekly, by autocorrelation of the detrended series at that lag), or NULL with the candidates that lacked history. E.g. SELECT * FROM coherence.series_period(ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.series_cadence(timestamptz[]) IS
+    'The cadence of a series: the median gap between its latest 33 distinct sample times, or NULL with fewer than 3. E.g. SELECT coherence.series_cadence(ARRAY[''2025-01-01 00:00Z'', ''2025-01-01 00:01Z'', ''2025-01-01 00:02Z'']::timestamptz[]);';
+COMMENT ON FUNCTION coherence.no_data_event(text, text, timestamptz, double precision, interval, timestamptz) IS
+    'The no-data event of a series whose last sample is (last_at, last_value) with the given cadence, at data time data_now: one row while it is silent (2 or more intervals without a sample, risk 1 - 2^(-missed/2); none after 7 days of silence), none otherwise. E.g. SELECT risk, summary FROM coherence.no_data_event(''web-1'', ''cpu'', ''2025-01-01 00:00Z'', 42, ''1 minute'', ''2025-01-01 00:05Z'');';
+COMMENT ON FUNCTION coherence.series_silent(timestamptz, interval, timestamptz) IS
+    'Whether a series with its last sample at last_at and the given cadence has no data at time at (2 or more of its intervals without a sample; false for a cadence with months or not positive). E.g. SELECT coherence.series_silent(now() - interval ''3 minutes'', ''1 minute'', now());';
+COMMENT ON FUNCTION coherence.default_settings() IS
+    'The detector settings a series gets where no rule of coherence.series_rules sets them. E.g. SELECT * FROM coherence.default_settings();';
 COMMENT ON FUNCTION coherence.default_min_risk() IS
     'The risk below which events are not reported by default (0.2: such an event is expected less than once in about 4 days). E.g. SELECT coherence.default_min_risk();';
 COMMENT ON FUNCTION coherence.anomaly_kinds() IS
@@ -188,17 +196,25 @@ BEGIN
          GROUP BY s.host, s.metric
     )
     -- One LATERAL per series, so the arrays are built once and never materialized.
+    -- Per-series settings (coherence.series_rules): NULL takes the default; an explicit
+    -- min_risk argument wins over the rules'.
     SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
            e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
-     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, report_from => since, min_risk => min_risk,
-                                              host => s.host, metric => s.metric) e
+     CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, window_points => st.window_points,
+                                              threshold => st.threshold, direction => st.direction,
+                                              report_from => since,
+                                              min_risk => coalesce(detect_events.min_risk, st.min_risk),
+                                              host => s.host, metric => s.metric,
+                                              capacity => st.capacity) e
+     WHERE st.detectors IS NULL OR e.detector = ANY (st.detectors)
      ORDER BY e.started_at, s.host, s.metric, e.detector;
 END
 $fn$;
 
 COMMENT ON FUNCTION coherence.detect_events(timestamptz, timestamptz, interval, double precision) IS
-    'Anomaly events (risk at least min_risk, default coherence.default_min_risk()) of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+    'Anomaly events (risk at least min_risk, default coherence.default_min_risk()) of every series in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against their own history from lookback (default 7 days) before since: spikes, drops and level shifts in both directions, volatility up/down, drifts and leaks with time to exhaustion, each with a calibrated risk; per-series settings from coherence.series_rules apply. E.g. the last hour: SELECT summary FROM coherence.detect_events(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
 
 CREATE FUNCTION coherence.detect_collective(since timestamptz, until timestamptz,
                                             lookback interval DEFAULT interval '7 days',

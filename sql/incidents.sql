@@ -25,14 +25,14 @@ COMMENT ON TABLE coherence.anomalies IS
 COMMENT ON COLUMN coherence.anomalies.id IS 'Anomaly id (referenced as anomaly:<id> in incident signals and edges).';
 COMMENT ON COLUMN coherence.anomalies.host IS 'Host of the series.';
 COMMENT ON COLUMN coherence.anomalies.metric IS 'Metric of the series.';
-COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts), volatility, trend (drifts, leaks) or collective; see coherence.anomaly_kinds().';
-COMMENT ON COLUMN coherence.anomalies.kind IS 'One of coherence.anomaly_kinds(): spike, drop, level_shift_up/down, volatility_up/down, drift_up/down, leak, collective.';
+COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts), volatility, trend (drifts, leaks), collective or no_data; see coherence.anomaly_kinds().';
+COMMENT ON COLUMN coherence.anomalies.kind IS 'One of coherence.anomaly_kinds(): spike, drop, level_shift_up/down, volatility_up/down, drift_up/down, leak, collective, no_data.';
 COMMENT ON COLUMN coherence.anomalies.started_at IS 'First anomalous sample.';
 COMMENT ON COLUMN coherence.anomalies.ended_at IS 'Last anomalous sample.';
 COMMENT ON COLUMN coherence.anomalies.peak_at IS 'Most anomalous sample (for leaks: the last).';
-COMMENT ON COLUMN coherence.anomalies.peak_value IS 'Value at the peak (for leaks: the fitted end).';
-COMMENT ON COLUMN coherence.anomalies.baseline IS 'Baseline at the peak (for leaks: the fitted start).';
-COMMENT ON COLUMN coherence.anomalies.score IS 'Robust z-score at the peak (for leaks: Mann-Kendall z).';
+COMMENT ON COLUMN coherence.anomalies.peak_value IS 'Value at the peak (for leaks: the fitted end; for no_data: the last value reported).';
+COMMENT ON COLUMN coherence.anomalies.baseline IS 'Baseline at the peak (for leaks: the fitted start; for no_data: the cadence in seconds).';
+COMMENT ON COLUMN coherence.anomalies.score IS 'Robust z-score at the peak (for leaks: Mann-Kendall z; for no_data: intervals missed).';
 COMMENT ON COLUMN coherence.anomalies.risk IS 'Risk in [0, 1].';
 COMMENT ON COLUMN coherence.anomalies.summary IS 'One-line verdict.';
 COMMENT ON COLUMN coherence.anomalies.detected_at IS 'When the event was first persisted.';
@@ -58,7 +58,8 @@ CREATE TABLE coherence.incidents (
     graph          jsonb NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
-    ranking        jsonb NOT NULL DEFAULT '[]'
+    ranking        jsonb NOT NULL DEFAULT '[]',
+    muted_by       bigint REFERENCES coherence.maintenance_windows (id) ON DELETE SET NULL
 );
 CREATE INDEX incidents_host_time_idx ON coherence.incidents (host, opened_at, last_signal_at);
 CREATE INDEX incidents_open_idx ON coherence.incidents (risk DESC) WHERE status = 'open';
@@ -71,11 +72,12 @@ COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
 COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
 COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: [{metric, anomaly, kind, start, risk, score}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
+COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection.';
 COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
 COMMENT ON COLUMN coherence.incidents.merged_into IS 'For merged incidents, the incident that absorbed it.';
 COMMENT ON COLUMN coherence.incidents.error_count IS 'Error events in the burst.';
 COMMENT ON COLUMN coherence.incidents.risk IS 'Risk in [0, 1] (see docs/incidents.md).';
-COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, correlated metric anomalies, metric anomaly or undetermined.';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, telemetry stopped, correlated metric anomalies, metric anomaly or undetermined.';
 COMMENT ON COLUMN coherence.incidents.confidence IS 'Confidence of the top hypothesis in [0, 1].';
 COMMENT ON COLUMN coherence.incidents.hypotheses IS 'All hypotheses, ranked: [{cause, confidence, evidence}].';
 COMMENT ON COLUMN coherence.incidents.narrative IS 'Narrative in the seed''s form.';
@@ -112,7 +114,9 @@ CREATE TABLE coherence.detection_runs (
     incidents_opened   integer NOT NULL DEFAULT 0,
     incidents_updated  integer NOT NULL DEFAULT 0,
     incidents_resolved integer NOT NULL DEFAULT 0,
-    data_now           timestamptz
+    data_now           timestamptz,
+    error              text,
+    error_sqlstate     text
 );
 COMMENT ON TABLE coherence.detection_runs IS
     'One row per coherence.run_detection() call: the data range analysed and what changed. New data is found through coherence.pending_series.';
@@ -127,6 +131,8 @@ COMMENT ON COLUMN coherence.detection_runs.anomalies_changed IS 'Anomalies inser
 COMMENT ON COLUMN coherence.detection_runs.incidents_opened IS 'Incidents opened.';
 COMMENT ON COLUMN coherence.detection_runs.incidents_updated IS 'Incidents whose content changed.';
 COMMENT ON COLUMN coherence.detection_runs.incidents_resolved IS 'Incidents resolved.';
+COMMENT ON COLUMN coherence.detection_runs.error IS 'Why the run failed (its changes were rolled back and its queue kept), else NULL.';
+COMMENT ON COLUMN coherence.detection_runs.error_sqlstate IS 'SQLSTATE of that error.';
 
 SELECT pg_catalog.pg_extension_config_dump('coherence.anomalies', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.anomalies_id_seq', '');
@@ -169,6 +175,11 @@ DECLARE
     v_first      timestamptz;
     v_last       timestamptz;
     v_top        jsonb;
+    v_hosts      text[];
+    v_metrics    text[];
+    v_durations  boolean;
+    v_err        text;
+    v_state      text;
     r            record;
 BEGIN
     IF lookback IS NULL OR tolerance IS NULL OR close_after IS NULL OR full_rescan IS NULL THEN
@@ -204,11 +215,38 @@ BEGIN
      WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
     INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
 
+    -- The work, in a subtransaction: a failure (a revoked privilege, a full disk, ...) rolls
+    -- the work back, keeps the queue for the next run and is recorded in detection_runs, where
+    -- coherence.health() finds it. A cancel or statement_timeout is not caught.
+    BEGIN
     -- New data: the queue filled by the tables' insert triggers. Deleting it here makes the
     -- run's claim atomic with its results; rows of transactions that commit later are queued
     -- later and analysed by a later run.
-    WITH q AS (DELETE FROM coherence.pending_series RETURNING min_ts, max_ts)
-    SELECT min(q.min_ts), max(q.max_ts) INTO v_new_min, v_new_max FROM q;
+    WITH q AS (DELETE FROM coherence.pending_series RETURNING host, metric, min_ts, max_ts)
+    SELECT (SELECT min(q.min_ts) FROM q), (SELECT max(q.max_ts) FROM q),
+           (SELECT array_agg(k.host) FROM (SELECT DISTINCT q.host, q.metric FROM q) k),
+           (SELECT array_agg(k.metric) FROM (SELECT DISTINCT q.host, q.metric FROM q) k)
+      INTO v_new_min, v_new_max, v_hosts, v_metrics;
+    IF full_rescan OR v_prev_now IS NULL THEN
+        SELECT array_agg(k.host), array_agg(k.metric_name) INTO v_hosts, v_metrics
+          FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k;
+    END IF;
+    -- The written series' last sample and cadence (for no-data detection and series_health).
+    INSERT INTO coherence.series_state AS s (host, metric, last_at, last_value, cadence, updated_at)
+    SELECT k.host, k.metric, l.last_at, l.last_value, coherence.series_cadence(l.ts), now()
+      FROM unnest(v_hosts, v_metrics) AS k(host, metric)
+     CROSS JOIN LATERAL (
+           SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                  array_agg(t.ts) AS ts
+             FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                    WHERE m.host = k.host AND m.metric_name = k.metric
+                    ORDER BY m."timestamp" DESC LIMIT 33) t) l
+     WHERE l.last_at IS NOT NULL
+    ON CONFLICT (host, metric) DO UPDATE
+       SET last_at = excluded.last_at, last_value = excluded.last_value, cadence = excluded.cadence,
+           updated_at = excluded.updated_at
+     WHERE (s.last_at, s.last_value, s.cadence) IS DISTINCT FROM
+           (excluded.last_at, excluded.last_value, excluded.cadence);
     IF full_rescan OR v_prev_now IS NULL THEN
         -- Everything (first run, or asked): one pass over the tables' finite times.
         SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
@@ -256,7 +294,8 @@ BEGIN
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
             SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
-             WHERE d.risk >= coherence.default_min_risk()
+             CROSS JOIN LATERAL coherence.series_settings(d.host, d.metric) st
+             WHERE d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
                 -- Context of an error burst: a robust event on the host that ends at most
                 -- `tolerance` before an error is kept whatever its risk (routine for the series
                 -- alone, it still explains the burst; the burst is the news).
@@ -272,6 +311,20 @@ BEGIN
                    started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
                    peak_value double precision, baseline double precision, score double precision,
                    risk double precision, summary text)
+             CROSS JOIN LATERAL coherence.series_settings(c.host, c.metric) st
+             WHERE (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
+               AND c.risk >= coalesce(st.min_risk, 0)
+            UNION ALL
+            -- Series that stopped reporting, against their own cadence, at data time.
+            SELECT s.host, s.metric, n.detector, n.kind, n.started_at, n.ended_at, n.peak_at,
+                   n.peak_value, n.baseline, n.score, n.risk, n.summary
+              FROM coherence.series_state s
+             CROSS JOIN LATERAL coherence.no_data_event(s.host, s.metric, s.last_at, s.last_value,
+                                                        s.cadence, v_data_now) n
+             CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+             WHERE s.cadence IS NOT NULL
+               AND (st.detectors IS NULL OR 'no_data' = ANY (st.detectors))
+               AND n.risk >= coalesce(st.min_risk, coherence.default_min_risk())
         ), one AS (
             -- One row per key (an upsert may touch a row once): the strongest.
             SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
@@ -296,7 +349,9 @@ BEGIN
         )
         SELECT count(*) INTO v_anoms FROM up;
 
-        -- 2. Correlate anomalies and error events of the range.
+        -- 2. Correlate anomalies and error events of the range. Anomalies shorter than their
+        --    series' min_duration (coherence.series_rules) are recorded but join no incident.
+        v_durations := EXISTS (SELECT 1 FROM coherence.series_rules WHERE min_duration > interval '0');
         SELECT coalesce(jsonb_agg(s), '[]'::jsonb) INTO v_signals FROM (
             SELECT 'anomaly:' || a.id AS id, a.host, 'anomaly' AS kind, a.metric,
                    a.kind AS anomaly_kind,
@@ -307,6 +362,9 @@ BEGIN
                    coherence.metric_unit(a.metric) AS unit, a.score
               FROM coherence.anomalies a
              WHERE a.ended_at >= v_since AND a.started_at < v_until
+               AND (NOT v_durations OR NOT EXISTS (
+                       SELECT 1 FROM coherence.series_settings(a.host, a.metric) st
+                        WHERE a.ended_at - a.started_at < st.min_duration))
             UNION ALL
             SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
                    (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
@@ -421,7 +479,16 @@ BEGIN
         END LOOP;
     END IF;
 
-    -- 4. Resolve incidents with no signal for close_after (in data time).
+    -- 4. Mutes: an open incident whose signals all fall in a maintenance window is muted (before
+    --    resolving, so one opened and resolved by this run is muted too); windows added or
+    --    changed since the last run take effect here.
+    UPDATE coherence.incidents i
+       SET muted_by = m.window_id, updated_at = now()
+      FROM (SELECT o.id, coherence.muting_window(o.host, o.opened_at, o.last_signal_at) AS window_id
+              FROM coherence.incidents o WHERE o.status = 'open') m
+     WHERE i.id = m.id AND i.muted_by IS DISTINCT FROM m.window_id;
+
+    -- 5. Resolve incidents with no signal for close_after (in data time).
     FOR r IN
         UPDATE coherence.incidents i
            SET status = 'resolved', resolved_at = now(), updated_at = now()
@@ -433,6 +500,16 @@ BEGIN
             'event', 'resolved', 'id', r.id, 'host', r.host, 'risk', r.risk, 'previous_risk', r.risk,
             'hypothesis', r.hypothesis, 'opened_at', r.opened_at, 'status', 'resolved')::text);
     END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+        UPDATE coherence.detection_runs
+           SET finished_at = clock_timestamp(), error = v_err, error_sqlstate = v_state
+         WHERE id = v_run;
+        RAISE WARNING 'coherence.run_detection() failed: %', v_err
+            USING DETAIL = format('SQLSTATE %s; run %s recorded the error, its work was rolled back and the queued data is kept for the next run.', v_state, v_run),
+                  HINT = 'SELECT * FROM coherence.health(); shows it until a run succeeds.';
+        RETURN jsonb_build_object('run', v_run, 'error', v_err, 'sqlstate', v_state);
+    END;
 
     UPDATE coherence.detection_runs
        SET finished_at = clock_timestamp(), data_now = v_data_now,
@@ -446,7 +523,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
-    'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback), persists coherence.anomalies, correlates them with error events into coherence.incidents, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+    'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
 COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) IS
     'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb). Used by run_detection; see docs/incidents.md.';
 
@@ -454,7 +531,7 @@ COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) IS
 CREATE VIEW coherence.active_incidents AS
 SELECT i.id, i.host, i.opened_at, i.first_error_at, i.last_signal_at, i.error_count,
        round(i.risk::numeric, 2) AS risk, i.hypothesis, round(i.confidence::numeric, 2) AS confidence,
-       i.narrative
+       i.narrative, i.muted_by
   FROM coherence.incidents i
  WHERE i.status = 'open';
 COMMENT ON VIEW coherence.active_incidents IS 'Open incidents, for dashboards: SELECT * FROM coherence.active_incidents ORDER BY risk DESC;';
@@ -468,6 +545,7 @@ COMMENT ON COLUMN coherence.active_incidents.risk IS 'Risk in [0, 1], two decima
 COMMENT ON COLUMN coherence.active_incidents.hypothesis IS 'Top hypothesis.';
 COMMENT ON COLUMN coherence.active_incidents.confidence IS 'Its confidence, two decimals.';
 COMMENT ON COLUMN coherence.active_incidents.narrative IS 'Narrative.';
+COMMENT ON COLUMN coherence.active_incidents.muted_by IS 'Maintenance window muting it (no alert), else NULL.';
 
 CREATE VIEW coherence.incident_timeline AS
 SELECT i.id AS incident_id, i.host, i.status, a.started_at AS at, 'anomaly'::text AS signal,
@@ -496,29 +574,116 @@ COMMENT ON COLUMN coherence.incident_timeline.detail IS 'Anomaly summary or even
 COMMENT ON COLUMN coherence.incident_timeline.is_context IS 'True for context anomalies (leaks) active during the incident.';
 
 CREATE VIEW coherence.series_health AS
-WITH last_sample AS (
-    SELECT DISTINCT ON (host, metric_name) host, metric_name AS metric, "timestamp" AS last_at, value AS last_value
-      FROM coherence.metrics
-     ORDER BY host, metric_name, "timestamp" DESC
-)
 SELECT l.host, l.metric, l.last_at, l.last_value,
        count(a.id) AS anomalies_24h,
        round(coalesce(max(a.risk), 0)::numeric, 2) AS max_risk_24h,
-       CASE WHEN coalesce(max(a.risk), 0) >= 0.8 THEN 'critical'
+       CASE WHEN coherence.series_silent(l.last_at, l.cadence, now()) THEN 'no_data'
+            WHEN coalesce(max(a.risk), 0) >= 0.8 THEN 'critical'
             WHEN coalesce(max(a.risk), 0) >= 0.5 THEN 'warning'
-            ELSE 'ok' END AS status
-  FROM last_sample l
+            ELSE 'ok' END AS status,
+       l.cadence AS expected_every,
+       greatest(now() - l.last_at, interval '0') AS silent_for
+  FROM coherence.series_state l
   LEFT JOIN coherence.anomalies a
     ON a.host = l.host AND a.metric = l.metric AND a.ended_at >= l.last_at - interval '24 hours'
- GROUP BY l.host, l.metric, l.last_at, l.last_value;
-COMMENT ON VIEW coherence.series_health IS 'One row per series: last sample and the anomalies of its last 24 hours of data: SELECT * FROM coherence.series_health WHERE status <> ''ok'';';
+ GROUP BY l.host, l.metric, l.last_at, l.last_value, l.cadence;
+COMMENT ON VIEW coherence.series_health IS 'One row per series seen by coherence.run_detection(): last sample, whether it still reports (judged against now and its own cadence) and the anomalies of its last 24 hours of data: SELECT * FROM coherence.series_health WHERE status <> ''ok'';';
 COMMENT ON COLUMN coherence.series_health.host IS 'Host.';
 COMMENT ON COLUMN coherence.series_health.metric IS 'Metric.';
 COMMENT ON COLUMN coherence.series_health.last_at IS 'Time of the last sample.';
 COMMENT ON COLUMN coherence.series_health.last_value IS 'Last value.';
 COMMENT ON COLUMN coherence.series_health.anomalies_24h IS 'Anomalies ending within 24 hours of the last sample.';
 COMMENT ON COLUMN coherence.series_health.max_risk_24h IS 'Highest anomaly risk in that time.';
-COMMENT ON COLUMN coherence.series_health.status IS 'critical (risk >= 0.8), warning (>= 0.5) or ok.';
+COMMENT ON COLUMN coherence.series_health.status IS 'no_data (no sample for 2 or more of its intervals, judged against now), critical (risk >= 0.8), warning (>= 0.5) or ok.';
+COMMENT ON COLUMN coherence.series_health.expected_every IS 'Its cadence (median gap of the latest samples).';
+COMMENT ON COLUMN coherence.series_health.silent_for IS 'Time since the last sample (now - last_at).';
+
+-- Watch the watcher: the job's own health, for monitoring systems, dashboards and the alerter.
+CREATE FUNCTION coherence.health(stale_after interval DEFAULT interval '30 minutes')
+RETURNS TABLE (
+    status                 text,
+    detail                 text,
+    last_run_at            timestamptz,
+    last_success_at        timestamptz,
+    last_error             text,
+    last_error_at          timestamptz,
+    failures_since_success bigint,
+    data_now               timestamptz,
+    lag                    interval,
+    pending_series         bigint,
+    open_incidents         bigint,
+    muted_incidents        bigint
+)
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+DECLARE
+    v_cron_msg text;
+    v_cron_at  timestamptz;
+BEGIN
+    IF stale_after IS NULL OR stale_after <= interval '0' THEN
+        RAISE EXCEPTION 'stale_after must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Twice the job''s schedule, e.g. SELECT * FROM coherence.health(interval ''30 minutes'');';
+    END IF;
+    SELECT max(r.started_at), max(r.finished_at) FILTER (WHERE r.error IS NULL)
+      INTO last_run_at, last_success_at
+      FROM coherence.detection_runs r;
+    SELECT r.error, r.finished_at INTO last_error, last_error_at
+      FROM coherence.detection_runs r WHERE r.error IS NOT NULL ORDER BY r.id DESC LIMIT 1;
+    SELECT count(*) INTO failures_since_success FROM coherence.detection_runs r
+     WHERE r.error IS NOT NULL AND r.finished_at > coalesce(last_success_at, '-infinity');
+    -- A run that failed before it could record anything (e.g. no right to write
+    -- detection_runs) is only in pg_cron's log, when pg_cron runs the job here.
+    IF to_regclass('cron.job_run_details') IS NOT NULL THEN
+        BEGIN
+            EXECUTE $q$SELECT d.return_message, d.end_time FROM cron.job_run_details d
+                        WHERE d.status = 'failed' AND d.command ILIKE '%run_detection%'
+                          AND d.end_time IS NOT NULL
+                        ORDER BY d.end_time DESC LIMIT 1$q$
+               INTO v_cron_msg, v_cron_at;
+        EXCEPTION WHEN insufficient_privilege OR undefined_table OR undefined_column THEN
+            v_cron_at := NULL;
+        END;
+        IF v_cron_at > coalesce(last_success_at, '-infinity')
+           AND v_cron_at > coalesce(last_error_at, '-infinity') + interval '1 second' THEN
+            last_error := v_cron_msg;
+            last_error_at := v_cron_at;
+            failures_since_success := failures_since_success + 1;
+            last_run_at := greatest(last_run_at, v_cron_at);
+        END IF;
+    END IF;
+    SELECT r.data_now INTO data_now FROM coherence.detection_runs r
+     WHERE r.data_now IS NOT NULL ORDER BY r.id DESC LIMIT 1;
+    lag := now() - data_now;
+    SELECT count(*) INTO pending_series FROM coherence.pending_series;
+    SELECT count(*), count(*) FILTER (WHERE i.muted_by IS NOT NULL)
+      INTO open_incidents, muted_incidents
+      FROM coherence.incidents i WHERE i.status = 'open';
+    IF last_run_at IS NULL THEN
+        status := 'never_run';
+        detail := 'coherence.run_detection() has never run here; schedule it with pg_cron (see docs/operations.md)';
+    ELSIF last_error_at > coalesce(last_success_at, '-infinity') THEN
+        status := 'failing';
+        detail := format('%s run(s) failed since %s: %s', failures_since_success,
+                         coalesce('the last success at ' || last_success_at::text, 'the first run'), last_error);
+    ELSIF last_success_at IS NULL OR last_success_at < now() - stale_after THEN
+        status := 'stalled';
+        detail := format('no run has succeeded for %s (last success %s)', stale_after,
+                         coalesce(last_success_at::text, 'never'));
+    ELSIF lag > stale_after THEN
+        status := 'lagging';
+        detail := format('the newest analysed sample is %s old: is ingestion running?', date_trunc('second', lag));
+    ELSE
+        status := 'ok';
+        detail := format('last run succeeded at %s', last_success_at);
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.health(interval) IS
+    'Health of the detection job, one row: status (ok, lagging: newest analysed sample older than stale_after; stalled: no success within stale_after; failing: the last run failed; never_run), detail, last run and success, last error (from coherence.detection_runs, or pg_cron''s log for runs that could not record it), failures since the last success, data time and lag (now - newest analysed sample), queued series, open and muted incidents. E.g. SELECT status, detail FROM coherence.health();';
 
 -- Read-only role for BI tools: reads the views and the data and result tables; runs the
 -- read-only functions (executable by everyone, as in PostgreSQL itself); cannot run the job
@@ -544,7 +709,8 @@ COMMENT ON ROLE coherence_reader IS 'Read-only access to the coherence views, da
 GRANT USAGE ON SCHEMA coherence TO coherence_reader;
 GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health,
     coherence.metrics, coherence.signal_events, coherence.anomalies, coherence.incidents,
-    coherence.incident_edges, coherence.detection_runs
+    coherence.incident_edges, coherence.detection_runs, coherence.series_rules,
+    coherence.maintenance_windows, coherence.series_state, coherence.pending_series
     TO coherence_reader;
 -- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
 -- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
@@ -556,7 +722,7 @@ REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) 
 -- so each is delivered once; retries with backoff live here too.
 CREATE TABLE coherence.alert_deliveries (
     id              bigserial PRIMARY KEY,
-    incident_id     bigint NOT NULL REFERENCES coherence.incidents (id) ON DELETE CASCADE,
+    incident_id     bigint REFERENCES coherence.incidents (id) ON DELETE CASCADE,
     destination     text NOT NULL,
     action          text NOT NULL CHECK (action IN ('trigger', 'resolve')),
     status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
@@ -566,13 +732,20 @@ CREATE TABLE coherence.alert_deliveries (
     response        text,
     delivered_at    timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT alert_deliveries_once_key UNIQUE (incident_id, destination, action)
+    watch_since     timestamptz,
+    detail          text,
+    CONSTRAINT alert_deliveries_once_key UNIQUE (incident_id, destination, action),
+    CONSTRAINT alert_deliveries_subject CHECK ((incident_id IS NULL) <> (watch_since IS NULL))
 );
+CREATE UNIQUE INDEX alert_deliveries_watch_once_idx ON coherence.alert_deliveries (watch_since, destination, action)
+    WHERE incident_id IS NULL;
 CREATE INDEX alert_deliveries_due_idx ON coherence.alert_deliveries (next_attempt_at) WHERE status = 'pending';
 COMMENT ON TABLE coherence.alert_deliveries IS
     'Alert delivery log of coherence-ingest alert: each (incident, destination, action) once; pending rows are retried with backoff.';
 COMMENT ON COLUMN coherence.alert_deliveries.id IS 'Delivery id.';
-COMMENT ON COLUMN coherence.alert_deliveries.incident_id IS 'Incident alerted on.';
+COMMENT ON COLUMN coherence.alert_deliveries.incident_id IS 'Incident alerted on (NULL for a watcher alert about the detection job).';
+COMMENT ON COLUMN coherence.alert_deliveries.watch_since IS 'Watcher alerts: the last success of the detection job before it stopped succeeding (-infinity if it never did); one alert per outage.';
+COMMENT ON COLUMN coherence.alert_deliveries.detail IS 'Watcher alerts: coherence.health() detail at the time.';
 COMMENT ON COLUMN coherence.alert_deliveries.destination IS 'Destination name from the [alert] config (a Slack webhook or PagerDuty service).';
 COMMENT ON COLUMN coherence.alert_deliveries.action IS 'trigger (incident at or above the risk threshold) or resolve (incident resolved or merged).';
 COMMENT ON COLUMN coherence.alert_deliveries.status IS 'pending, delivered, or failed (gave up after the maximum attempts).';

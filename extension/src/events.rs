@@ -193,8 +193,8 @@ fn event_params(
 /// Anomaly events of one series given as arrays (any order): every detector of
 /// `coherence_core::events::analyze`, with calibrated risk and the summary line.
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
-#[pg_extern(immutable, parallel_safe)]
-fn find_events(
+#[pg_extern(immutable, parallel_safe, name = "find_events")]
+fn find_events_v4(
     ts: Option<Array<TimestampWithTimeZone>>,
     value: Option<Array<f64>>,
     window_points: default!(Option<i32>, "NULL"),
@@ -205,6 +205,7 @@ fn find_events(
     min_risk: default!(Option<f64>, "NULL"),
     host: default!(Option<&str>, "NULL"),
     metric: default!(Option<&str>, "NULL"),
+    capacity: default!(Option<f64>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -231,8 +232,14 @@ fn find_events(
     );
     let pts = points(ts, value);
     let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
+    if capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        invalid_parameter(
+            "capacity must be a positive finite number",
+            "It is the value at which a leaking series is exhausted, e.g. 100 for a percentage; NULL takes coherence.metric_capacity(metric).",
+        );
+    }
     let mut metric_params = params;
-    metric_params.trend.capacity = metric_capacity(metric);
+    metric_params.trend.capacity = capacity.or_else(|| metric_capacity(metric));
     let rows: Vec<_> = analyze_with(&pts, &metric_params, &mut interrupt_check)
         .events
         .into_iter()
@@ -254,6 +261,53 @@ fn find_events(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The 0.3.0 entry point of `coherence.find_events` (10 arguments, no capacity): not in the
+/// install script, but its C symbol stays in the library so a database still at 0.3.0 keeps
+/// working between the new library's install and `ALTER EXTENSION coherence UPDATE`.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe, sql = false)]
+fn find_events(
+    ts: Option<Array<TimestampWithTimeZone>>,
+    value: Option<Array<f64>>,
+    window_points: Option<i32>,
+    threshold: Option<f64>,
+    direction: Option<&str>,
+    season_points: Option<i32>,
+    report_from: Option<TimestampWithTimeZone>,
+    min_risk: Option<f64>,
+    host: Option<&str>,
+    metric: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(detector, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(points, i64),
+        name!(risk, f64),
+        name!(summary, String),
+    ),
+> {
+    find_events_v4(
+        ts,
+        value,
+        window_points,
+        threshold,
+        direction,
+        season_points,
+        report_from,
+        min_risk,
+        host,
+        metric,
+        None,
+    )
 }
 
 /// Collective anomalies of one host (`coherence_core::events::collective`): its metrics given
@@ -566,4 +620,114 @@ fn series_volatility_events(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The cadence of a series: the median gap between its latest distinct sample times (the
+/// core's `nodata::cadence`), or NULL with fewer than 3 distinct finite times.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn series_cadence(ts: Array<TimestampWithTimeZone>) -> Option<Interval> {
+    let mut t: Vec<i64> = Vec::new();
+    if t.try_reserve_exact(ts.len()).is_err() {
+        out_of_memory(ts.len(), 8);
+    }
+    t.extend(ts.iter().flatten().filter_map(unix_us));
+    let c = coherence_core::events::nodata::cadence(&t)?;
+    Interval::new(0, 0, c).ok()
+}
+
+/// The no-data event of a series whose last sample is (last_at, last_value) and whose cadence
+/// is `cadence`, at data time `data_now`: one row while it is silent (the core's
+/// `nodata::event`), none otherwise.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, strict, parallel_safe)]
+fn no_data_event(
+    host: &str,
+    metric: &str,
+    last_at: TimestampWithTimeZone,
+    last_value: f64,
+    cadence: Interval,
+    data_now: TimestampWithTimeZone,
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(detector, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(risk, f64),
+        name!(summary, String),
+    ),
+> {
+    let c = cadence.as_micros();
+    if cadence.months() != 0 || c <= 0 {
+        invalid_parameter(
+            "cadence must be a positive interval without months",
+            "Use coherence.series_cadence(array_agg(ts)) of the series' latest samples.",
+        );
+    }
+    let ev = match (unix_us(last_at), unix_us(data_now), i64::try_from(c)) {
+        (Some(l), Some(n), Ok(c)) => coherence_core::events::nodata::event((l, last_value), c, n),
+        _ => None,
+    };
+    let rows: Vec<_> = ev
+        .into_iter()
+        .map(|e| {
+            (
+                e.kind.to_string(),
+                e.kind.detector().to_string(),
+                ts_of(e.started_at),
+                ts_of(e.ended_at),
+                ts_of(e.peak_at),
+                e.peak_value,
+                e.baseline,
+                e.peak_score,
+                e.risk,
+                e.summary(host, metric),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Whether a series whose last sample is at `last_at`, with `cadence`, has no data at `at` (2 or
+/// more of its intervals without a sample; the core's `nodata::silent`).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn series_silent(
+    last_at: TimestampWithTimeZone,
+    cadence: Interval,
+    at: TimestampWithTimeZone,
+) -> bool {
+    match (
+        unix_us(last_at),
+        unix_us(at),
+        i64::try_from(cadence.as_micros()),
+    ) {
+        (Some(l), Some(n), Ok(c)) if cadence.months() == 0 => {
+            coherence_core::events::nodata::silent(l, c, n)
+        }
+        _ => false,
+    }
+}
+
+/// The settings a series gets where no rule of `coherence.series_rules` sets them: the core's
+/// defaults, so `coherence.explain` shows the numbers the detectors use.
+#[pg_extern(immutable, parallel_safe)]
+fn default_settings() -> TableIterator<'static, (name!(setting, &'static str), name!(value, String))>
+{
+    let d = EventParams::default();
+    let mut detectors: Vec<&str> = Kind::ALL.iter().map(|k| k.detector()).collect();
+    detectors.dedup();
+    TableIterator::new(vec![
+        ("threshold", d.threshold.to_string()),
+        ("window_points", d.window.to_string()),
+        ("direction", d.direction.to_string()),
+        ("min_risk", d.min_risk.to_string()),
+        ("capacity", "coherence.metric_capacity(metric)".to_string()),
+        ("detectors", format!("{{{}}}", detectors.join(","))),
+        ("min_duration", "00:00:00".to_string()),
+    ])
 }

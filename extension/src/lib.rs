@@ -22,13 +22,26 @@ fn version() -> &'static str {
 }
 
 extension_sql_file!(
+    "../../sql/operations.sql",
+    name = "operations",
+    requires = [
+        "schema",
+        events::default_settings,
+        events::metric_capacity_sql
+    ]
+);
+extension_sql_file!(
     "../../sql/functions.sql",
     name = "functions",
     requires = [
         "aggregates",
+        "operations",
+        events::series_cadence,
+        events::no_data_event,
+        events::series_silent,
         version,
         events::series_events,
-        events::find_events,
+        events::find_events_v4,
         events::find_collective,
         events::series_period,
         events::anomaly_kinds,

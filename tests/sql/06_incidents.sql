@@ -24,7 +24,7 @@ SELECT coherence.correlate('{"not": "an array"}');
 SELECT coherence.correlate('[]', tolerance => '-5 minutes');
 
 -- run_detection over a small fleet: web-1 leaks memory, spikes CPU, then errors; web-2 is quiet.
-TRUNCATE coherence.metrics, coherence.signal_events;
+TRUNCATE coherence.metrics, coherence.signal_events, coherence.series_state;
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
 SELECT h, m,
        CASE WHEN m = 'memory' AND h = 'web-1' THEN 40.0 + 50.0 * i / 2879.0 + ((i * 31) % 7 - 3) * 0.2

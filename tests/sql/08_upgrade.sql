@@ -10,7 +10,7 @@ DROP DATABASE IF EXISTS coherence_upgrade_test2;
 CREATE DATABASE coherence_upgrade_test;
 CREATE DATABASE coherence_upgrade_test2;
 \set fingerprint 'SELECT (SELECT md5(string_agg(format(''%s(%s) -> %s [%s%s%s%s] %s %s %s'', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict, p.prosecdef, md5(p.prosrc), coalesce(obj_description(p.oid, ''pg_proc''), ''''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(p.proacl, acldefault(''f'', p.proowner))) x)), E''\n'' ORDER BY p.proname, pg_get_function_arguments(p.oid))) FROM pg_proc p WHERE p.pronamespace = ''coherence''::regnamespace) AS functions, (SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E''\n'' ORDER BY pg_describe_object(classid, objid, objsubid))) FROM pg_depend WHERE refclassid = ''pg_extension''::regclass AND refobjid = (SELECT oid FROM pg_extension WHERE extname = ''coherence'') AND deptype = ''e'') AS members, (SELECT md5(string_agg(format(''%s.%s %s %s %s %s'', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum)), E''\n'' ORDER BY c.relname, a.attname)) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum WHERE c.relnamespace = ''coherence''::regnamespace AND c.relkind IN (''r'', ''v'')) AS columns, (SELECT md5(string_agg(format(''%s %s %s %s'', c.relname, c.relkind, obj_description(c.oid, ''pg_class''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(c.relacl, acldefault(''r'', c.relowner))) x)), E''\n'' ORDER BY c.relname)) FROM pg_class c WHERE c.relnamespace = ''coherence''::regnamespace) AS relations, (SELECT md5(string_agg(format(''%s %s %s'', conname, pg_get_constraintdef(oid), convalidated), E''\n'' ORDER BY conname)) FROM pg_constraint WHERE connamespace = ''coherence''::regnamespace) AS constraints, (SELECT md5(string_agg(pg_get_triggerdef(t.oid), E''\n'' ORDER BY t.tgname)) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ''coherence''::regnamespace AND NOT t.tgisinternal) AS triggers'
-\set rows_md5 'SELECT (SELECT md5(string_agg(to_jsonb(m)::text, '','' ORDER BY id)) FROM coherence.metrics m) AS metrics, (SELECT md5(string_agg(to_jsonb(e)::text, '','' ORDER BY id)) FROM coherence.signal_events e) AS events, (SELECT md5(string_agg(to_jsonb(a)::text, '','' ORDER BY id)) FROM coherence.anomalies a) AS anomalies, (SELECT md5(string_agg((to_jsonb(i) - ''ranking'')::text, '','' ORDER BY id)) FROM coherence.incidents i) AS incidents, (SELECT md5(string_agg((to_jsonb(r) - ''data_now'')::text, '','' ORDER BY id)) FROM coherence.detection_runs r) AS runs, (SELECT count(*) FROM coherence.metrics) AS metric_rows'
+\set rows_md5 'SELECT (SELECT md5(string_agg(to_jsonb(m)::text, '','' ORDER BY id)) FROM coherence.metrics m) AS metrics, (SELECT md5(string_agg(to_jsonb(e)::text, '','' ORDER BY id)) FROM coherence.signal_events e) AS events, (SELECT md5(string_agg(to_jsonb(a)::text, '','' ORDER BY id)) FROM coherence.anomalies a) AS anomalies, (SELECT md5(string_agg((to_jsonb(i) - ''ranking'' - ''muted_by'')::text, '','' ORDER BY id)) FROM coherence.incidents i) AS incidents, (SELECT md5(string_agg((to_jsonb(r) - ''data_now'' - ''error'' - ''error_sqlstate'')::text, '','' ORDER BY id)) FROM coherence.detection_runs r) AS runs, (SELECT count(*) FROM coherence.metrics) AS metric_rows'
 
 -- A fresh install of the current version is the reference.
 \c coherence_upgrade_test2
@@ -113,6 +113,49 @@ SELECT :'upgraded2_functions' = :'fresh_functions' AS functions_as_fresh,
        :'upgraded2_columns' = :'fresh_columns' AS columns_as_fresh,
        :'upgraded2_constraints' = :'fresh_constraints' AS constraints_as_fresh,
        :'upgraded2_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+
+-- Path 3: 0.3.0 with data (incidents, an alert delivery), updated to the current version: rows
+-- kept, series state filled from the data, the job and the new controls work on them.
+DROP EXTENSION coherence CASCADE;
+CREATE EXTENSION coherence VERSION '0.3.0';
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'web-1', m,
+       CASE WHEN m = 'memory' THEN 40.0 + 50.0 * i / 2879.0 + ((i * 31) % 7 - 3) * 0.2
+            WHEN i = 2640 THEN 97.5 ELSE 30.0 + ((i * 7919) % 11 - 5) END,
+       '2025-12-11 08:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['cpu', 'memory']) m, generate_series(0, 2879) i;
+INSERT INTO coherence.signal_events (ts, host, service, fingerprint, severity, metric, source, source_id, message)
+SELECT '2025-12-13 04:03+00'::timestamptz + k * interval '20 seconds', 'web-1', 'api', 'web-1:error',
+       'error', 'error', 'test', 'e' || k, 'HTTP 503'
+  FROM generate_series(0, 9) k;
+SELECT (coherence.run_detection())->'incidents_opened' AS opened_by_0_3_0;
+INSERT INTO coherence.alert_deliveries (incident_id, destination, action, status)
+SELECT id, 'slack', 'trigger', 'delivered' FROM coherence.incidents;
+CREATE TEMP TABLE before3 AS :rows_md5;
+CREATE TEMP TABLE before_deliveries AS SELECT md5(string_agg(to_jsonb(d)::text, ',' ORDER BY id)) AS h FROM coherence.alert_deliveries d;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after3 AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events = a.events AS events_same,
+       b.anomalies = a.anomalies AS anomalies_same, b.incidents = a.incidents AS incidents_same,
+       b.runs = a.runs AS runs_same
+  FROM pg_extension, before3 b, after3 a WHERE extname = 'coherence';
+SELECT (SELECT h FROM before_deliveries) =
+       (SELECT md5(string_agg((to_jsonb(d) - 'watch_since' - 'detail')::text, ',' ORDER BY id)) FROM coherence.alert_deliveries d)
+       AS deliveries_same;
+SELECT host, metric, last_at, cadence FROM coherence.series_state ORDER BY host, metric;
+:fingerprint \gset upgraded3_
+SELECT :'upgraded3_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded3_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded3_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded3_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded3_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded3_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('web-1', 'cpu', 30, '2025-12-13 08:00+00');
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT status, muted_by FROM coherence.incidents ORDER BY id;
+SELECT host, metric, kind FROM coherence.anomalies WHERE kind = 'no_data';
+SELECT status FROM coherence.health(interval '10000 days');
 
 \c coherence_regress
 SET client_min_messages = warning;

@@ -131,7 +131,7 @@ CREATE TRIGGER t AFTER INSERT ON borrowed REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION coherence.queue_new_metrics();
 SELECT pg_temp.try($$INSERT INTO borrowed VALUES ('h', 'm', now())$$) AS queue_trigger_on_another_table;
 DROP TABLE borrowed;
-SELECT has_function_privilege('coherence_reader', 'coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text)', 'EXECUTE') AS reader_runs_pure_functions,
+SELECT has_function_privilege('coherence_reader', 'coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text, double precision)', 'EXECUTE') AS reader_runs_pure_functions,
        has_function_privilege('coherence_reader', 'coherence.run_detection(interval, interval, interval, boolean)', 'EXECUTE') AS reader_runs_job;
 
 -- A pre-existing coherence_reader with more rights is refused, not adopted (rolled back).
@@ -192,7 +192,7 @@ BEGIN
         p_f := CASE WHEN random() < 0.5 THEN NULL
                     ELSE (ARRAY['NaN', '-Infinity', -1, 0, 0.5, 1, 1.5, 3, 8, 1e308])[1 + floor(random() * 10)::int]::float8 END;
         p_txt := (ARRAY[NULL, 'both', 'up', 'down', '', 'cpu', 'memory', E'\\x'])[1 + floor(random() * 8)::int];
-        k := i % 10;
+        k := i % 11;
         bad := false;
         nrows := 0;
         BEGIN
@@ -200,7 +200,7 @@ BEGIN
             WHEN 0 THEN
                 fn := 'find_events';
                 SELECT bool_or(NOT (risk BETWEEN 0 AND 1)) INTO bad
-                  FROM coherence.find_events(ts, vs, p_int, p_f, p_txt, p_int, t0, CASE WHEN random() < 0.5 THEN NULL ELSE random() END, p_txt, p_txt);
+                  FROM coherence.find_events(ts, vs, p_int, p_f, p_txt, p_int, t0, CASE WHEN random() < 0.5 THEN NULL ELSE random() END, p_txt, p_txt, CASE WHEN random() < 0.7 THEN NULL ELSE p_f END);
             WHEN 1 THEN
                 fn := 'series_events';
                 SELECT bool_or(NOT (risk BETWEEN 0 AND 1)) INTO bad
@@ -243,6 +243,14 @@ BEGIN
                           FROM (SELECT j, random() AS r, random() AS q
                                   FROM generate_series(0, 279 + floor(random() * 60)::int) j) g) a,
                        coherence.find_collective(a.m, a.t, a.v, NULL, CASE WHEN random() < 0.5 THEN 0 ELSE random() END, p_txt);
+            WHEN 10 THEN
+                -- No-data: the cadence of odd times, then the event at the last time given.
+                fn := 'no_data_event';
+                SELECT bool_or(NOT (risk BETWEEN 0 AND 1)), count(*) INTO bad, nrows
+                  FROM coherence.no_data_event(coalesce(p_txt, 'h'), 'm', ts[1], coalesce(vs[1], 0),
+                                               coalesce(coherence.series_cadence(ts), interval '1 minute'),
+                                               coalesce(ts[n], t0) + floor(random() * 10) * interval '1 minute');
+                PERFORM coherence.series_silent(ts[1], coherence.series_cadence(ts), ts[n]);
             ELSE
                 fn := 'correlate';
                 SELECT bool_or(NOT ((x->>'risk')::float8 BETWEEN 0 AND 1)) INTO bad

@@ -6,7 +6,7 @@
 SET client_min_messages = warning;
 SET TimeZone = 'UTC';
 TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
-         coherence.anomalies, coherence.incidents, coherence.detection_runs CASCADE;
+         coherence.anomalies, coherence.incidents, coherence.detection_runs, coherence.series_state CASCADE;
 
 -- Deterministic N(0, 1) noise: Box-Muller on a hash of (metric, minute).
 CREATE FUNCTION pg_temp.noise(k int, i int) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
@@ -65,4 +65,4 @@ SELECT count(*) FROM coherence.find_collective(ARRAY['a'], ARRAY[now(), now()], 
 SELECT count(*) AS null_arrays FROM coherence.find_collective(NULL, NULL, NULL);
 
 TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
-         coherence.anomalies, coherence.incidents, coherence.detection_runs CASCADE;
+         coherence.anomalies, coherence.incidents, coherence.detection_runs, coherence.series_state CASCADE;

@@ -545,8 +545,29 @@ fn build(
             evidence: traffic_ev,
         });
     }
+    // Series that stopped reporting: the host, its agent or the feed is down, whatever else.
+    let silent: Vec<&&Signal> = reps
+        .iter()
+        .filter(|a| a.anomaly_kind == "no_data")
+        .collect();
+    if !silent.is_empty() {
+        let quiet: Vec<&Signal> = silent.iter().map(|a| **a).collect();
+        hyps.push(Hypothesis {
+            cause: "telemetry stopped".into(),
+            confidence: combined_risk(&quiet),
+            evidence: format!(
+                "{} stopped reporting: the host, its agent or the feed may be down",
+                silent
+                    .iter()
+                    .map(|a| a.metric.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
     let lead = ranking.first();
-    if let (0, Some(lead)) = (n_err, lead) {
+    let only_silent = silent.len() == reps.len();
+    if let (0, Some(lead), false) = (n_err, lead, only_silent) {
         let cause = if ranking.len() >= 2 {
             "correlated metric anomalies"
         } else {
@@ -628,6 +649,7 @@ fn build(
                 "down with other metrics to"
             }
             "collective" => "up with other metrics to",
+            "no_data" => "stopped reporting after",
             _ => "anomaly at",
         };
         lines.push(format!(
@@ -722,6 +744,9 @@ fn build(
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
         "disk filling" => "Hypothesis: Error burst caused by a filling disk.".into(),
         "traffic surge" => "Hypothesis: Error burst caused by a traffic surge.".into(),
+        "telemetry stopped" => {
+            "Hypothesis: telemetry stopped (the host, its agent or the feed may be down).".into()
+        }
         _ if n_err == 0 => "Hypothesis: undetermined (the anomalies are weak).".into(),
         _ => {
             "Hypothesis: undetermined (no resource or traffic anomaly preceded the errors).".into()
@@ -1110,6 +1135,42 @@ mod tests {
             .map(|k| dip(k, "m1", T + k as i64 * MIN, 0.4))
             .collect();
         assert!(correlate(&same, &[], &p).is_empty());
+    }
+
+    #[test]
+    fn silent_metrics_of_a_host_open_a_telemetry_stopped_incident() {
+        let p = CorrelateParams::default();
+        let s: Vec<Signal> = ["cpu", "memory", "disk"]
+            .iter()
+            .enumerate()
+            .map(|(k, m)| anom(k as u32, "db-1", m, "no_data", T, T + 2 * MIN, 40.0, 0.5))
+            .collect();
+        let got = correlate(&s, &[], &p);
+        assert_eq!(got.len(), 1);
+        let h = &got[0].hypotheses[0];
+        assert_eq!(h.cause, "telemetry stopped");
+        assert_eq!(
+            h.evidence,
+            "cpu, disk, memory stopped reporting: the host, its agent or the feed may be down"
+        );
+        assert!(h.confidence > 0.8, "{h:?}");
+        assert!(
+            !got[0]
+                .hypotheses
+                .iter()
+                .any(|h| h.cause == "correlated metric anomalies"),
+            "{:?}",
+            got[0].hypotheses
+        );
+        assert!(
+            got[0]
+                .narrative
+                .contains("CPU stopped reporting after 40.00%"),
+            "{}",
+            got[0].narrative
+        );
+        // One silent metric at 2 missed intervals (risk 0.5) alone is not an incident.
+        assert!(correlate(&s[..1], &[], &p).is_empty());
     }
 
     #[test]

@@ -42,6 +42,25 @@ pub fn format_utc_minute(us: i64) -> String {
     )
 }
 
+/// Formats a duration in microseconds compactly: `45s`, `1m`, `1m30s`, `2h`, `2h5m`, `3d4h`
+/// (rounded down to the second; sub-second durations as `0s`; negative as `0s`).
+pub fn format_duration(us: i64) -> String {
+    let s = us.max(0) / USEC_PER_SEC;
+    let (d, h, m, sec) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60);
+    let parts = [(d, "d"), (h, "h"), (m, "m"), (sec, "s")];
+    let first = parts.iter().position(|p| p.0 > 0);
+    match first {
+        None => "0s".into(),
+        Some(i) => {
+            let mut out = format!("{}{}", parts[i].0, parts[i].1);
+            if let Some(n) = parts.get(i + 1).filter(|p| p.0 > 0) {
+                out.push_str(&format!("{}{}", n.0, n.1));
+            }
+            out
+        }
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -93,5 +112,18 @@ mod tests {
         // 2025-12-13 04:10:59 UTC
         let us = (days_from_civil(2025, 12, 13) * 86_400 + 4 * 3600 + 10 * 60 + 59) * USEC_PER_SEC;
         assert_eq!(format_utc_minute(us), "2025-12-13 04:10 UTC");
+    }
+
+    #[test]
+    fn formats_durations_with_two_units_at_most() {
+        let s = USEC_PER_SEC;
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(-5 * s), "0s");
+        assert_eq!(format_duration(45 * s), "45s");
+        assert_eq!(format_duration(60 * s), "1m");
+        assert_eq!(format_duration(90 * s), "1m30s");
+        assert_eq!(format_duration(2 * 3600 * s + 5 * 60 * s + 7 * s), "2h5m");
+        assert_eq!(format_duration(3 * 86_400 * s + 4 * 3600 * s), "3d4h");
+        assert_eq!(format_duration(86_400 * s + 30 * s), "1d");
     }
 }

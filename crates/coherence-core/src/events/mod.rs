@@ -18,6 +18,7 @@
 
 pub mod collective;
 pub mod level;
+pub mod nodata;
 pub mod risk;
 pub mod season;
 pub mod trend;
@@ -50,6 +51,16 @@ impl std::str::FromStr for Direction {
     }
 }
 
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Both => "both",
+            Direction::Up => "up",
+            Direction::Down => "down",
+        })
+    }
+}
+
 /// Every kind of anomaly event, with its SQL name, detector and wording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -63,10 +74,11 @@ pub enum Kind {
     DriftDown,
     Leak,
     Collective,
+    NoData,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Spike,
         Kind::Drop,
         Kind::LevelShiftUp,
@@ -77,6 +89,7 @@ impl Kind {
         Kind::DriftDown,
         Kind::Leak,
         Kind::Collective,
+        Kind::NoData,
     ];
 
     /// The name stored in `coherence.anomalies.kind`.
@@ -92,6 +105,7 @@ impl Kind {
             Kind::DriftDown => "drift_down",
             Kind::Leak => "leak",
             Kind::Collective => "collective",
+            Kind::NoData => "no_data",
         }
     }
 
@@ -102,6 +116,7 @@ impl Kind {
             Kind::VolatilityUp | Kind::VolatilityDown => "volatility",
             Kind::DriftUp | Kind::DriftDown | Kind::Leak => "trend",
             Kind::Collective => "collective",
+            Kind::NoData => "no_data",
         }
     }
 
@@ -121,6 +136,9 @@ impl Kind {
             Kind::Leak => "leak-like growth above the percent threshold, with time to exhaustion",
             Kind::Collective => {
                 "moved together with other metrics of the host, each perhaps within its own normal range"
+            }
+            Kind::NoData => {
+                "the series stopped reporting: no sample for 2 or more of its own intervals"
             }
         }
     }
@@ -299,6 +317,14 @@ impl AnomalyEvent {
                 fmt_num(self.baseline),
                 at(self.started_at),
                 at(self.ended_at)
+            ),
+            Kind::NoData => nodata::summary(
+                host,
+                metric,
+                self.started_at,
+                self.ended_at,
+                self.baseline,
+                self.peak_score,
             ),
             Kind::Collective => format!(
                 "{hm} → moved with other metrics of the host from {} to {} ({:.1} σ evidence)",
@@ -858,7 +884,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Kind::ALL.len());
         for k in Kind::ALL {
-            assert!(["robust", "volatility", "trend", "collective"].contains(&k.detector()));
+            assert!(
+                ["robust", "volatility", "trend", "collective", "no_data"].contains(&k.detector())
+            );
             assert!(!k.description().is_empty());
         }
         assert_eq!(metric_unit("cpu"), "%");
