@@ -11,6 +11,11 @@
 //!   only delays its own rows. A kill before the destination acknowledges leaves the row
 //!   pending (re-sent on restart); a kill between the acknowledgement and the commit (a few
 //!   milliseconds) re-sends once, which PagerDuty dedups by `dedup_key`.
+//! * Incidents muted by a maintenance window (`incidents.muted_by`) are not alerted; one whose
+//!   signals go on past the window is unmuted by the job and alerted then.
+//! * The watcher: when `coherence.health()` says the detection job has not succeeded for
+//!   `--watch-after`, or its last `--watch-failures` runs failed, one alert per destination and
+//!   outage (keyed by the last success), resolved when a run succeeds again.
 //! * Resolves wait for their trigger. Secrets (webhook URLs, routing keys) come from the
 //!   environment variables named in the config and are never logged.
 
@@ -51,6 +56,16 @@ pub struct AlertArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Watch the detection job: alert (once per outage) when no coherence.run_detection() has
+    /// succeeded for this long (coherence.health()'s stale_after; about twice the schedule).
+    /// 0 turns the watcher off.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub watch_after: Duration,
+
+    /// ... or when this many runs in a row have failed.
+    #[arg(long, default_value_t = 2)]
+    pub watch_failures: i64,
 }
 
 /// A destination with its secret resolved.
@@ -206,7 +221,7 @@ async fn enqueue(db: &Client, dests: &[Dest], min_risk: f64) -> Result<u64> {
         .execute(
             "INSERT INTO coherence.alert_deliveries (incident_id, destination, action)
              SELECT i.id, d.name, 'trigger' FROM coherence.incidents i CROSS JOIN unnest($1::text[]) d(name)
-              WHERE i.status <> 'merged' AND i.risk >= $2
+              WHERE i.status <> 'merged' AND i.risk >= $2 AND i.muted_by IS NULL
              ON CONFLICT (incident_id, destination, action) DO NOTHING",
             &[&names, &min_risk],
         )
@@ -223,6 +238,98 @@ async fn enqueue(db: &Client, dests: &[Dest], min_risk: f64) -> Result<u64> {
         )
         .await?;
     Ok(t + r)
+}
+
+/// The watcher: one trigger per destination and outage of the detection job (keyed by its last
+/// success before the outage), and a resolve once it succeeds again.
+async fn enqueue_watch(db: &Client, dests: &[Dest], after: Duration, failures: i64) -> Result<u64> {
+    if after.is_zero() {
+        return Ok(0);
+    }
+    let names: Vec<String> = dests.iter().map(|d| d.name().to_string()).collect();
+    let secs = after.as_secs_f64();
+    let t = db
+        .execute(
+            "INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
+             SELECT coalesce(h.last_success_at, '-infinity'), d.name, 'trigger', h.detail
+               FROM coherence.health(make_interval(secs => $2)) h CROSS JOIN unnest($1::text[]) d(name)
+              WHERE h.status = 'stalled' OR (h.status = 'failing' AND h.failures_since_success >= $3)
+             ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING",
+            &[&names, &secs, &failures],
+        )
+        .await?;
+    let r = db
+        .execute(
+            "INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
+             SELECT t.watch_since, t.destination, 'resolve', h.detail
+               FROM coherence.alert_deliveries t, coherence.health(make_interval(secs => $2)) h
+              WHERE t.incident_id IS NULL AND t.action = 'trigger'
+                AND t.destination = ANY ($1::text[]) AND h.status IN ('ok', 'lagging')
+             ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING",
+            &[&names, &secs],
+        )
+        .await?;
+    Ok(t + r)
+}
+
+/// A watcher alert: the detection job has not succeeded since `since` (`None`: never).
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub since: Option<String>,
+    pub detail: String,
+}
+
+impl Watch {
+    fn dedup_key(&self) -> String {
+        format!(
+            "coherence-detection-{}",
+            self.since.as_deref().unwrap_or("never")
+        )
+    }
+}
+
+/// Slack body of a watcher alert.
+pub fn slack_watch_body(w: &Watch, action: &str) -> serde_json::Value {
+    let text = if action == "resolve" {
+        format!(
+            ":white_check_mark: *Coherence detection* is running again ({}).",
+            w.detail
+        )
+    } else {
+        format!(
+            ":rotating_light: *Coherence detection is not running*: {}\nIncidents are not being detected until coherence.run_detection() succeeds again (SELECT * FROM coherence.health();).",
+            w.detail
+        )
+    };
+    serde_json::json!({ "text": text })
+}
+
+/// PagerDuty body of a watcher alert (dedup key per outage).
+pub fn pagerduty_watch_body(w: &Watch, action: &str, routing_key: &str) -> serde_json::Value {
+    if action == "resolve" {
+        return serde_json::json!({
+            "routing_key": routing_key, "event_action": "resolve", "dedup_key": w.dedup_key(),
+        });
+    }
+    serde_json::json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": w.dedup_key(),
+        "payload": {
+            "summary": format!("Coherence detection is not running: {}", w.detail),
+            "source": "coherence",
+            "severity": "error",
+            "component": "coherence",
+            "class": "detection stalled",
+            "custom_details": { "last_success": w.since, "detail": w.detail },
+        }
+    })
+}
+
+/// What a delivery is about.
+enum Subject {
+    Incident(Incident),
+    Watch(Watch),
 }
 
 struct Sender {
@@ -280,13 +387,19 @@ impl Sender {
                 .query_opt(
                     "SELECT d.id, d.incident_id, d.destination, d.action, d.attempts,
                             i.host, i.status, i.risk, i.hypothesis, i.confidence, i.narrative,
-                            to_char(coalesce(i.first_error_at, i.opened_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-                       FROM coherence.alert_deliveries d JOIN coherence.incidents i ON i.id = d.incident_id
+                            to_char(coalesce(i.first_error_at, i.opened_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                            CASE WHEN isfinite(d.watch_since)
+                                 THEN to_char(d.watch_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END,
+                            coalesce(d.detail, '')
+                       FROM coherence.alert_deliveries d LEFT JOIN coherence.incidents i ON i.id = d.incident_id
                       WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                         AND d.destination = ANY ($1::text[])
+                        AND (d.incident_id IS NOT NULL OR d.watch_since IS NOT NULL)
                         AND (d.action = 'trigger' OR EXISTS (
                               SELECT 1 FROM coherence.alert_deliveries t
-                               WHERE t.incident_id = d.incident_id AND t.destination = d.destination
+                               WHERE t.incident_id IS NOT DISTINCT FROM d.incident_id
+                                 AND t.watch_since IS NOT DISTINCT FROM d.watch_since
+                                 AND t.destination = d.destination
                                  AND t.action = 'trigger' AND t.status <> 'pending'))
                       ORDER BY d.next_attempt_at, d.id
                       LIMIT 1
@@ -300,15 +413,22 @@ impl Sender {
             };
             let (id, dest_name, action, attempts): (i64, String, String, i32) =
                 (row.get(0), row.get(2), row.get(3), row.get(4));
-            let inc = Incident {
-                id: row.get(1),
-                host: row.get(5),
-                status: row.get(6),
-                risk: row.get(7),
-                hypothesis: row.get(8),
-                confidence: row.get(9),
-                narrative: row.get(10),
-                first_error_at: row.get(11),
+            // An incident alert, or (no incident) a watcher alert about the detection job.
+            let subject = match row.get::<_, Option<i64>>(1) {
+                Some(incident) => Subject::Incident(Incident {
+                    id: incident,
+                    host: row.get(5),
+                    status: row.get(6),
+                    risk: row.get(7),
+                    hypothesis: row.get(8),
+                    confidence: row.get(9),
+                    narrative: row.get(10),
+                    first_error_at: row.get(11),
+                }),
+                None => Subject::Watch(Watch {
+                    since: row.get(12),
+                    detail: row.get(13),
+                }),
             };
             let dest = self
                 .dests
@@ -316,11 +436,27 @@ impl Sender {
                 .find(|d| d.name() == dest_name)
                 .expect("selected by name")
                 .clone();
-            let body = match &dest {
-                Dest::Slack { .. } => slack_body(&inc, &action, self.link.as_deref()),
-                Dest::PagerDuty { routing_key, .. } => {
-                    pagerduty_body(&inc, &action, routing_key, self.link.as_deref())
+            let body = match (&dest, &subject) {
+                (Dest::Slack { .. }, Subject::Incident(inc)) => {
+                    slack_body(inc, &action, self.link.as_deref())
                 }
+                (Dest::PagerDuty { routing_key, .. }, Subject::Incident(inc)) => {
+                    pagerduty_body(inc, &action, routing_key, self.link.as_deref())
+                }
+                (Dest::Slack { .. }, Subject::Watch(w)) => slack_watch_body(w, &action),
+                (Dest::PagerDuty { routing_key, .. }, Subject::Watch(w)) => {
+                    pagerduty_watch_body(w, &action, routing_key)
+                }
+            };
+            let (what, status) = match &subject {
+                Subject::Incident(i) => (format!("incident {}", i.id), i.status.clone()),
+                Subject::Watch(w) => (
+                    format!(
+                        "detection watcher (since {})",
+                        w.since.as_deref().unwrap_or("never")
+                    ),
+                    String::new(),
+                ),
             };
             match self.post(&dest, &body).await {
                 Ok(resp) => {
@@ -332,7 +468,7 @@ impl Sender {
                     .await?;
                     tx.commit().await?;
                     delivered += 1;
-                    tracing::info!(incident = inc.id, destination = %dest_name, %action, status = %inc.status, "delivered");
+                    tracing::info!(subject = %what, destination = %dest_name, %action, %status, "delivered");
                 }
                 Err(err) => {
                     let n = attempts + 1;
@@ -349,9 +485,9 @@ impl Sender {
                     .await?;
                     tx.commit().await?;
                     if give_up {
-                        tracing::error!(incident = inc.id, destination = %dest_name, %action, attempts = n, error = %err, "giving up");
+                        tracing::error!(subject = %what, destination = %dest_name, %action, attempts = n, error = %err, "giving up");
                     } else {
-                        tracing::warn!(incident = inc.id, destination = %dest_name, %action, attempt = n, retry_in_secs = wait, error = %err, "delivery failed");
+                        tracing::warn!(subject = %what, destination = %dest_name, %action, attempt = n, retry_in_secs = wait, error = %err, "delivery failed");
                     }
                 }
             }
@@ -368,6 +504,9 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     let min_risk = args.min_risk.or(section.min_risk).unwrap_or(0.8);
     if !(0.0..=1.0).contains(&min_risk) {
         bail!("--min-risk must be between 0 and 1");
+    }
+    if args.watch_failures < 1 {
+        bail!("--watch-failures must be at least 1");
     }
     if args.max_attempts < 1 {
         bail!("--max-attempts must be at least 1");
@@ -417,7 +556,8 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut total = 0u64;
     loop {
-        let queued = enqueue(&db, &sender.dests, min_risk).await?;
+        let queued = enqueue(&db, &sender.dests, min_risk).await?
+            + enqueue_watch(&db, &sender.dests, args.watch_after, args.watch_failures).await?;
         let sent = sender.deliver_due(&mut db).await?;
         total += sent;
         if queued > 0 || sent > 0 {
@@ -510,5 +650,39 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(r.contains("resolved"));
+    }
+
+    #[test]
+    fn watcher_alerts_have_one_dedup_key_per_outage() {
+        let w = Watch {
+            since: Some("2026-11-29T04:00:00Z".into()),
+            detail: "2 run(s) failed since the last success at ...: permission denied".into(),
+        };
+        let t = pagerduty_watch_body(&w, "trigger", "rk");
+        let r = pagerduty_watch_body(&w, "resolve", "rk");
+        assert_eq!(t["dedup_key"], "coherence-detection-2026-11-29T04:00:00Z");
+        assert_eq!(t["dedup_key"], r["dedup_key"]);
+        assert_eq!(r["event_action"], "resolve");
+        assert!(t["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"));
+        let never = Watch { since: None, ..w };
+        assert_eq!(
+            pagerduty_watch_body(&never, "trigger", "rk")["dedup_key"],
+            "coherence-detection-never"
+        );
+        let s = slack_watch_body(&never, "trigger")["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            s.contains("not running") && s.contains("coherence.health()"),
+            "{s}"
+        );
+        assert!(slack_watch_body(&never, "resolve")["text"]
+            .as_str()
+            .unwrap()
+            .contains("running again"));
     }
 }

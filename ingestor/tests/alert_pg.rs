@@ -386,3 +386,125 @@ async fn listens_for_new_incidents() {
     .await;
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_window_mutes_then_alerts_resume_and_a_failing_job_alerts_once() {
+    let db = TestDb::new("alert_mute").await;
+    ok(ingest(&db.conn, &["simulate"]));
+    let c = connect(&db.conn).await;
+    // Planned work over the simulator's incident: anomalies recorded, incident muted, no alert.
+    c.batch_execute(
+        "INSERT INTO coherence.maintenance_windows (host_pattern, starts_at, ends_at, reason)
+         VALUES ('host-stressed', '2025-12-11 00:00+00', '2025-12-14 00:00+00', 'load test CHG-7');
+         SELECT coherence.run_detection();",
+    )
+    .await
+    .unwrap();
+    let (muted, anomalies): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM coherence.incidents WHERE host = 'host-stressed' AND muted_by IS NOT NULL),
+                        (SELECT count(*) FROM coherence.anomalies WHERE host = 'host-stressed')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(muted, 1, "the incident in the window is muted");
+    assert!(anomalies >= 3, "anomalies are still recorded ({anomalies})");
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    let cfg = config("mute", 0.8);
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        slack.acked().is_empty() && pd.acked().is_empty(),
+        "muted: {:?}",
+        slack.acked()
+    );
+
+    // After the window: an error burst on the same host pages again.
+    c.batch_execute(
+        "INSERT INTO coherence.signal_events (ts, host, fingerprint, severity, source, source_id, message)
+         SELECT '2025-12-14 00:10+00'::timestamptz + k * interval '20 seconds', 'host-stressed',
+                'host-stressed:error', 'error', 'test', 'after' || k, 'HTTP 500'
+           FROM generate_series(0, 11) k;
+         SELECT coherence.run_detection();",
+    )
+    .await
+    .unwrap();
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    let s = slack.acked();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(s[0]["text"].as_str().unwrap().contains("host-stressed"));
+    assert_eq!(pd.acked().len(), 1);
+
+    // The watcher: two failed runs in a row (a constraint the job's write violates) give one
+    // alert per destination, however often the alerter passes; a good run resolves it.
+    c.batch_execute(
+        "ALTER TABLE coherence.series_state ADD CONSTRAINT test_breaks_the_job CHECK (false) NOT VALID;
+         INSERT INTO coherence.metrics (host, metric_name, value, \"timestamp\")
+         VALUES ('host-stressed', 'cpu', 40, '2025-12-14 00:20+00');",
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let r: String = c
+            .query_one("SELECT coherence.run_detection()::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(r["sqlstate"], "23514", "{r}");
+    }
+    for _ in 0..2 {
+        let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+            .output()
+            .await
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let s = slack.acked();
+    assert_eq!(s.len(), 2, "{s:?}");
+    let text = s[1]["text"].as_str().unwrap();
+    assert!(
+        text.contains("Coherence detection is not running")
+            && text.contains("2 run(s) failed")
+            && text.contains("test_breaks_the_job"),
+        "{text}"
+    );
+    let p = pd.acked();
+    assert_eq!(p.len(), 2, "{p:?}");
+    let key = p[1]["dedup_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("coherence-detection-"), "{key}");
+
+    c.batch_execute("ALTER TABLE coherence.series_state DROP CONSTRAINT test_breaks_the_job;")
+        .await
+        .unwrap();
+    let r: String = c
+        .query_one("SELECT coherence.run_detection()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!r.contains("\"error\""), "{r}");
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once"])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    let s = slack.acked();
+    assert_eq!(s.len(), 3, "{s:?}");
+    assert!(s[2]["text"].as_str().unwrap().contains("running again"));
+    let p = pd.acked();
+    assert_eq!(
+        (p[2]["event_action"].as_str(), p[2]["dedup_key"].as_str()),
+        (Some("resolve"), Some(key.as_str()))
+    );
+}
