@@ -5,7 +5,8 @@ Every figure is the median of BENCH_RUNS (>= 5) runs in the same run, on the sam
 local cluster (scripts/pg.sh), each query in a fresh backend, timed by psql's \\timing.
 Settings (environment): BENCH_ROWS (10000000), BENCH_SERIES (1000), BENCH_RUNS (5),
 BENCH_SCALING ("1000000 10000000 30000000"; "" skips), BENCH_WORK_MEM (64MB, for every query),
-BENCH_INGEST_QUERIES (50), BENCH_INGEST_HOURS (48).
+BENCH_INGEST_QUERIES (50), BENCH_INGEST_HOURS (48), BENCH_SHARDED_ROWS (1000000; 0 skips the
+sharded row: a coordinator and two shards on this machine, bench/sharded.py, docs/scale.md).
 """
 import math
 import os
@@ -25,6 +26,7 @@ WORK_MEM = os.environ.get("BENCH_WORK_MEM", "64MB")
 INGEST_QUERIES = int(os.environ.get("BENCH_INGEST_QUERIES", "50"))
 INGEST_HOURS = int(os.environ.get("BENCH_INGEST_HOURS", "48"))
 INGEST = os.path.join(ROOT, "target/release/coherence-ingest")
+SHARDED_ROWS = int(os.environ.get("BENCH_SHARDED_ROWS", "1000000"))
 DB = "coherence_bench"
 
 SERIAL = "SET max_parallel_workers_per_gather = 0;"
@@ -164,6 +166,12 @@ def main():
                         median(lambda: timed(DB, Q_OURS, SERIAL)), median(lambda: timed(DB, Q_OURS, PARALLEL)),
                         median(lambda: timed(DB, Q_DETECT))))
 
+    sharded_res = None
+    if SHARDED_ROWS > 0:
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        import sharded
+        sharded_res = sharded.run(SHARDED_ROWS, SERIES, RUNS, INGEST)
+
     out = []
     p = out.append
     p(f"Machine: {machine}. Table: {n:,} rows over {s:,} series (`coherence-ingest simulate --scale`). "
@@ -181,6 +189,9 @@ def main():
       f"{res['ingest_pps']:,.0f} / {res['copy_pps']:,.0f} points/s |")
     p(f"| 8 | peak backend RSS: count(*) / detect / detect_events / 3 aggregates on one 10M-point series ({fmt_s(res['t_series'])}) | "
       f"{res['rss_count'] / 1024:.0f} / {res['rss_detect'] / 1024:.0f} / {res['rss_events'] / 1024:.0f} / {res['rss_series'] / 1024:.0f} MiB |")
+    if sharded_res:
+        for line in sharded.rows_md(sharded_res):
+            p(line)
     p("")
     p("| ratio | value | target |")
     p("|---|---|---|")
@@ -191,6 +202,9 @@ def main():
     p(f"| parallel speed-up of (3), 2 workers | {res['ours'] / res['ours_par']:.2f} (built-ins: {res['builtin'] / res['builtin_par']:.2f}) | >= 1.6 |")
     p(f"| (6) client-side / (4) detect | {res['client'] / res['detect']:.1f} | >= 20 |")
     p(f"| (7) ingest / COPY | {res['ingest_pps'] / res['copy_pps']:.2f} | >= 0.5 |")
+    if sharded_res:
+        p(f"| (9) coordinator + 2 shards / one node serial, same machine | {sharded_res['agg_sharded'] / sharded_res['agg_single']:.2f} | "
+          f"overhead on one machine (shards share its {os.cpu_count()} cores); see docs/scale.md |")
     if scaling:
         p("")
         p("| rows | count(*) | built-ins (2) | ours (3) serial | ours (3) 2 workers | detect | (3) ns/row |")

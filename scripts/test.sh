@@ -6,6 +6,7 @@
 #   4. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron,
 #               cancellation, concurrent runs, late commits)
 #   5. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
+#   6. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
 # Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,5 +80,9 @@ run_tier ingest 'test result: ok\. [0-9]+ passed' ingest
 # 5. hostile input under a memory limit (a throwaway cluster started with ulimit -v)
 run_tier hostile 'All [0-9]+ memory-limit checks passed' tests/memlimit.sh
 
+# 6. sharded: coordinator + two shards (throwaway clusters), ingest through the coordinator,
+#    pushdown, single-node equality, run_detection per shard, the coordinator's views
+run_tier sharded 'All [0-9]+ sharded checks passed' tests/sharded.sh
+
 echo
-echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}"
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}"
