@@ -136,6 +136,8 @@ COMMENT ON FUNCTION coherence.no_data_event(text, text, timestamptz, double prec
     'The no-data event of a series whose last sample is (last_at, last_value) with the given cadence, at data time data_now: one row while it is silent (2 or more intervals without a sample, risk 1 - 2^(-missed/2); none after 7 days of silence), none otherwise. E.g. SELECT risk, summary FROM coherence.no_data_event(''web-1'', ''cpu'', ''2025-01-01 00:00Z'', 42, ''1 minute'', ''2025-01-01 00:05Z'');';
 COMMENT ON FUNCTION coherence.series_silent(timestamptz, interval, timestamptz) IS
     'Whether a series with its last sample at last_at and the given cadence has no data at time at (2 or more of its intervals without a sample; false for a cadence with months or not positive). E.g. SELECT coherence.series_silent(now() - interval ''3 minutes'', ''1 minute'', now());';
+COMMENT ON FUNCTION coherence.involved_metrics(text[], timestamptz[], double precision[], timestamptz, timestamptz) IS
+    'The metrics of one host (parallel arrays metric, ts, value) that deviated during [from, until]: largest robust z (median and MAD of the metric''s own samples before from, scale floored at a quarter of their standard deviation) of at least 5, strongest first; metrics with fewer than 30 earlier samples are not judged. E.g. SELECT metric, score FROM coherence.involved_metrics(ARRAY[...], ARRAY[...], ARRAY[...], ''2025-12-13 04:00Z'', ''2025-12-13 04:30Z'');';
 COMMENT ON FUNCTION coherence.default_settings() IS
     'The detector settings a series gets where no rule of coherence.series_rules sets them. E.g. SELECT * FROM coherence.default_settings();';
 COMMENT ON FUNCTION coherence.default_min_risk() IS
@@ -172,6 +174,8 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    v_rules boolean;
 BEGIN
     -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
     IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
@@ -189,6 +193,7 @@ BEGIN
                   DETAIL = format('lookback = %s', lookback),
                   HINT = 'The default is interval ''7 days'' of history before since.';
     END IF;
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
     RETURN QUERY
     WITH series AS (
         SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v
@@ -201,7 +206,7 @@ BEGIN
     SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
            e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
-     CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+      LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
      CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, window_points => st.window_points,
                                               threshold => st.threshold, direction => st.direction,
                                               report_from => since,
@@ -272,3 +277,53 @@ $fn$;
 
 COMMENT ON FUNCTION coherence.detect_collective(timestamptz, timestamptz, interval, double precision) IS
     'Collective anomalies of every host with 3+ metrics in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against lookback (default 7 days) of history: one row per member metric (kind collective, detector collective), in the columns of detect_events. E.g. SELECT host, metric, summary FROM coherence.detect_collective(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+
+-- The metrics of a host involved in an incident beyond those whose anomalies formed it: the
+-- ranking's tail (see docs/incidents.md). The host's metrics are those of
+-- coherence.series_state (kept by run_detection); a day of their samples before the incident is
+-- the baseline; the incident is judged over at most its first 6 hours. A host too large for
+-- this backend costs its involved metrics (a WARNING), never the job.
+CREATE FUNCTION coherence.incident_involved(host text, first_signal timestamptz,
+                                            last_signal timestamptz, exclude text[] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_until timestamptz;
+    v_out   jsonb;
+BEGIN
+    IF host IS NULL OR first_signal IS NULL OR last_signal IS NULL
+       OR NOT isfinite(first_signal) OR NOT isfinite(last_signal) OR last_signal < first_signal THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    v_until := least(last_signal, first_signal + interval '6 hours');
+    BEGIN
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'metric', x.metric, 'kind', 'involved', 'score', round(x.score::numeric, 2),
+                   'peak_at', (extract(epoch FROM x.peak_at) * 1e6)::bigint,
+                   'value', x.peak_value, 'baseline', x.baseline)
+                 ORDER BY abs(x.score) DESC, x.metric), '[]'::jsonb)
+          INTO v_out
+          FROM (SELECT array_agg(st.metric) AS m, array_agg(x.ts) AS ts, array_agg(x.value) AS v
+                  FROM coherence.series_state st
+                 CROSS JOIN LATERAL (
+                       -- one range scan of the series key per metric of the host
+                       SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                        WHERE m.host = st.host AND m.metric_name = st.metric
+                          AND m."timestamp" >= first_signal - interval '1 day'
+                          AND m."timestamp" <= v_until) x
+                 WHERE st.host = incident_involved.host) h
+         CROSS JOIN LATERAL coherence.involved_metrics(h.m, h.ts, h.v, first_signal, v_until) x
+         WHERE x.metric <> ALL (coalesce(exclude, '{}'));
+    EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+        RAISE WARNING 'coherence.incident_involved(): involved metrics of % skipped: %', host, SQLERRM
+            USING HINT = 'The host has more samples in a day than this backend can analyse together.';
+        v_out := '[]'::jsonb;
+    END;
+    RETURN v_out;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.incident_involved(text, timestamptz, timestamptz, text[]) IS
+    'The metrics of a host (those in coherence.series_state) that deviated during an incident (coherence.involved_metrics over a day of baseline and at most the first 6 hours of the incident), except those in exclude, as ranking entries [{metric, kind: involved, score, peak_at, value, baseline}], strongest first. run_detection appends them to incidents.ranking. E.g. SELECT coherence.incident_involved(''web-1'', ''2025-12-13 04:00Z'', ''2025-12-13 04:20Z'');';
+

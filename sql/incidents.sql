@@ -59,7 +59,7 @@ CREATE TABLE coherence.incidents (
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
     ranking        jsonb NOT NULL DEFAULT '[]',
-    muted_by       bigint REFERENCES coherence.maintenance_windows (id) ON DELETE SET NULL
+    muted_by       bigint
 );
 CREATE INDEX incidents_host_time_idx ON coherence.incidents (host, opened_at, last_signal_at);
 CREATE INDEX incidents_open_idx ON coherence.incidents (risk DESC) WHERE status = 'open';
@@ -70,9 +70,9 @@ COMMENT ON COLUMN coherence.incidents.host IS 'Host.';
 COMMENT ON COLUMN coherence.incidents.status IS 'open; resolved (no new signal for close_after of data time); merged (joined another incident, see merged_into).';
 COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
 COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
-COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: [{metric, anomaly, kind, start, risk, score}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
-COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection.';
+COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window (coherence.maintenance_windows.id) that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection; a resolved incident keeps it even if the window is deleted later (no late page for past work).';
 COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
 COMMENT ON COLUMN coherence.incidents.merged_into IS 'For merged incidents, the incident that absorbed it.';
 COMMENT ON COLUMN coherence.incidents.error_count IS 'Error events in the burst.';
@@ -178,6 +178,7 @@ DECLARE
     v_hosts      text[];
     v_metrics    text[];
     v_durations  boolean;
+    v_rules      boolean;
     v_err        text;
     v_state      text;
     r            record;
@@ -215,6 +216,8 @@ BEGIN
      WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
     INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
 
+    -- Per-series settings are looked up only when there are rules.
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
     -- The work, in a subtransaction: a failure (a revoked privilege, a full disk, ...) rolls
     -- the work back, keeps the queue for the next run and is recorded in detection_runs, where
     -- coherence.health() finds it. A cancel or statement_timeout is not caught.
@@ -294,7 +297,7 @@ BEGIN
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
             SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
-             CROSS JOIN LATERAL coherence.series_settings(d.host, d.metric) st
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(d.host, d.metric) WHERE v_rules) st ON true
              WHERE d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
                 -- Context of an error burst: a robust event on the host that ends at most
                 -- `tolerance` before an error is kept whatever its risk (routine for the series
@@ -311,17 +314,18 @@ BEGIN
                    started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
                    peak_value double precision, baseline double precision, score double precision,
                    risk double precision, summary text)
-             CROSS JOIN LATERAL coherence.series_settings(c.host, c.metric) st
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(c.host, c.metric) WHERE v_rules) st ON true
              WHERE (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
                AND c.risk >= coalesce(st.min_risk, 0)
             UNION ALL
-            -- Series that stopped reporting, against their own cadence, at data time.
+            -- Series that stopped reporting, against their own cadence, at data time (never
+            -- ahead of the clock: a host whose clock runs fast must not silence the others).
             SELECT s.host, s.metric, n.detector, n.kind, n.started_at, n.ended_at, n.peak_at,
                    n.peak_value, n.baseline, n.score, n.risk, n.summary
               FROM coherence.series_state s
              CROSS JOIN LATERAL coherence.no_data_event(s.host, s.metric, s.last_at, s.last_value,
-                                                        s.cadence, v_data_now) n
-             CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+                                                        s.cadence, least(v_data_now, now())) n
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
              WHERE s.cadence IS NOT NULL
                AND (st.detectors IS NULL OR 'no_data' = ANY (st.detectors))
                AND n.risk >= coalesce(st.min_risk, coherence.default_min_risk())
@@ -408,7 +412,10 @@ BEGIN
                         (inc->>'error_count')::int, (inc->>'risk')::double precision,
                         v_top->>'cause', (v_top->>'confidence')::double precision,
                         inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
-                        inc->'edges', inc->'ranking')
+                        inc->'edges',
+                        -- The correlator's ranking, then the host's other involved metrics.
+                        (inc->'ranking') || coherence.incident_involved(inc->>'host', v_first, v_last,
+                            ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)))
                 RETURNING id INTO v_keep;
                 v_opened := v_opened + 1;
                 PERFORM pg_notify('coherence_incidents', jsonb_build_object(
@@ -428,13 +435,20 @@ BEGIN
                        confidence = (v_top->>'confidence')::double precision,
                        hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
                        signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
-                       ranking = inc->'ranking',
+                       ranking = (inc->'ranking') || coherence.incident_involved(inc->>'host',
+                           least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                           ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)),
                        status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
                        resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
                        updated_at = now()
                  WHERE i.id = v_keep
                    AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
-                        i.narrative, i.signals, i.context, i.graph, i.ranking)
+                        i.narrative, i.signals, i.context, i.graph,
+                        -- (the involved metrics appended to the stored ranking are not compared:
+                        -- they are recomputed only when the incident changes)
+                        (SELECT coalesce(jsonb_agg(rk.entry ORDER BY rk.pos), '[]'::jsonb)
+                           FROM jsonb_array_elements(i.ranking) WITH ORDINALITY rk(entry, pos)
+                          WHERE rk.entry->>'kind' IS DISTINCT FROM 'involved'))
                        IS DISTINCT FROM
                        (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
                         (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
@@ -619,59 +633,70 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    v_cron_msg text;
-    v_cron_at  timestamptz;
+    v_cron_msg   text;
+    v_cron_at    timestamptz;
+    v_cron_fails bigint := 0;
+    v_first_run  timestamptz;
 BEGIN
     IF stale_after IS NULL OR stale_after <= interval '0' THEN
         RAISE EXCEPTION 'stale_after must be a positive interval'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Twice the job''s schedule, e.g. SELECT * FROM coherence.health(interval ''30 minutes'');';
     END IF;
-    SELECT max(r.started_at), max(r.finished_at) FILTER (WHERE r.error IS NULL)
-      INTO last_run_at, last_success_at
+    SELECT min(r.started_at), max(r.started_at), max(r.finished_at) FILTER (WHERE r.error IS NULL)
+      INTO v_first_run, last_run_at, last_success_at
       FROM coherence.detection_runs r;
     SELECT r.error, r.finished_at INTO last_error, last_error_at
       FROM coherence.detection_runs r WHERE r.error IS NOT NULL ORDER BY r.id DESC LIMIT 1;
     SELECT count(*) INTO failures_since_success FROM coherence.detection_runs r
      WHERE r.error IS NOT NULL AND r.finished_at > coalesce(last_success_at, '-infinity');
-    -- A run that failed before it could record anything (e.g. no right to write
-    -- detection_runs) is only in pg_cron's log, when pg_cron runs the job here.
+    -- A run that failed before it could record anything (no right to write detection_runs,
+    -- a statement_timeout) is only in pg_cron's log, when pg_cron runs the job for this
+    -- database. (pg_cron shows each role its own jobs' runs only.)
     IF to_regclass('cron.job_run_details') IS NOT NULL THEN
         BEGIN
-            EXECUTE $q$SELECT d.return_message, d.end_time FROM cron.job_run_details d
+            EXECUTE $q$SELECT (array_agg(d.return_message ORDER BY d.end_time DESC))[1], max(d.end_time), count(*)
+                         FROM cron.job_run_details d
                         WHERE d.status = 'failed' AND d.command ILIKE '%run_detection%'
-                          AND d.end_time IS NOT NULL
-                        ORDER BY d.end_time DESC LIMIT 1$q$
-               INTO v_cron_msg, v_cron_at;
+                          AND d.database = current_database() AND d.end_time > $1$q$
+               INTO v_cron_msg, v_cron_at, v_cron_fails
+              USING coalesce(last_success_at, '-infinity');
         EXCEPTION WHEN insufficient_privilege OR undefined_table OR undefined_column THEN
             v_cron_at := NULL;
+            v_cron_fails := 0;
         END;
-        IF v_cron_at > coalesce(last_success_at, '-infinity')
-           AND v_cron_at > coalesce(last_error_at, '-infinity') + interval '1 second' THEN
+        -- Runs that recorded their failure are in pg_cron's log too: the larger count holds.
+        failures_since_success := greatest(failures_since_success, coalesce(v_cron_fails, 0));
+        IF v_cron_at > coalesce(last_error_at, '-infinity') + interval '1 second' THEN
             last_error := v_cron_msg;
             last_error_at := v_cron_at;
-            failures_since_success := failures_since_success + 1;
             last_run_at := greatest(last_run_at, v_cron_at);
+            v_first_run := least(v_first_run, v_cron_at);
         END IF;
     END IF;
     SELECT r.data_now INTO data_now FROM coherence.detection_runs r
      WHERE r.data_now IS NOT NULL ORDER BY r.id DESC LIMIT 1;
     lag := now() - data_now;
-    SELECT count(*) INTO pending_series FROM coherence.pending_series;
+    SELECT count(*) INTO pending_series
+      FROM (SELECT DISTINCT p.host, p.metric FROM coherence.pending_series p) q;
     SELECT count(*), count(*) FILTER (WHERE i.muted_by IS NOT NULL)
       INTO open_incidents, muted_incidents
       FROM coherence.incidents i WHERE i.status = 'open';
+    -- Staleness first: a job that fails and then stops running is stalled, not merely failing.
     IF last_run_at IS NULL THEN
         status := 'never_run';
         detail := 'coherence.run_detection() has never run here; schedule it with pg_cron (see docs/operations.md)';
+    ELSIF coalesce(last_success_at, v_first_run) < now() - stale_after THEN
+        status := 'stalled';
+        detail := format('no run has succeeded for %s (last success %s)%s', stale_after,
+                         coalesce(last_success_at::text, 'never'),
+                         CASE WHEN last_error_at > coalesce(last_success_at, '-infinity')
+                              THEN format('; %s run(s) failed since, last: %s', failures_since_success, last_error)
+                              ELSE '' END);
     ELSIF last_error_at > coalesce(last_success_at, '-infinity') THEN
         status := 'failing';
         detail := format('%s run(s) failed since %s: %s', failures_since_success,
                          coalesce('the last success at ' || last_success_at::text, 'the first run'), last_error);
-    ELSIF last_success_at IS NULL OR last_success_at < now() - stale_after THEN
-        status := 'stalled';
-        detail := format('no run has succeeded for %s (last success %s)', stale_after,
-                         coalesce(last_success_at::text, 'never'));
     ELSIF lag > stale_after THEN
         status := 'lagging';
         detail := format('the newest analysed sample is %s old: is ingestion running?', date_trunc('second', lag));
@@ -683,7 +708,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION coherence.health(interval) IS
-    'Health of the detection job, one row: status (ok, lagging: newest analysed sample older than stale_after; stalled: no success within stale_after; failing: the last run failed; never_run), detail, last run and success, last error (from coherence.detection_runs, or pg_cron''s log for runs that could not record it), failures since the last success, data time and lag (now - newest analysed sample), queued series, open and muted incidents. E.g. SELECT status, detail FROM coherence.health();';
+    'Health of the detection job, one row: status (never_run; stalled: no success within stale_after; failing: the last run failed; lagging: newest analysed sample older than stale_after; ok), detail, last run and success, last error (from coherence.detection_runs, or pg_cron''s log of this database for runs that could not record it), failures since the last success, data time and lag (now - newest analysed sample), queued series, open and muted incidents. E.g. SELECT status, detail FROM coherence.health();';
 
 -- Read-only role for BI tools: reads the views and the data and result tables; runs the
 -- read-only functions (executable by everyone, as in PostgreSQL itself); cannot run the job

@@ -167,7 +167,7 @@ COMMENT ON FUNCTION coherence.explain(text, text) IS
 -- The maintenance window that mutes an incident of host whose signals span [first, last].
 CREATE FUNCTION coherence.muting_window(host text, first_signal timestamptz, last_signal timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT w.id FROM coherence.maintenance_windows w

@@ -76,6 +76,22 @@ CREATE FUNCTION coherence.default_settings() RETURNS TABLE (
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'default_settings_wrapper';
+CREATE FUNCTION coherence.involved_metrics(
+	"metric" TEXT[], /* :: std :: option :: Option < Array < & str > > */
+	"ts" timestamp with time zone[], /* :: std :: option :: Option < Array < TimestampWithTimeZone > > */
+	"value" double precision[], /* :: std :: option :: Option < Array < f64 > > */
+	"from" timestamp with time zone, /* Option < TimestampWithTimeZone > */
+	"until" timestamp with time zone /* Option < TimestampWithTimeZone > */
+) RETURNS TABLE (
+	"metric" TEXT,  /* String */
+	"score" double precision,  /* f64 */
+	"peak_at" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"peak_value" double precision,  /* f64 */
+	"baseline" double precision  /* f64 */
+)
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'involved_metrics_wrapper';
 
 COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text, double precision) IS
     'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2, capacity coherence.metric_capacity(metric)). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
@@ -87,6 +103,58 @@ COMMENT ON FUNCTION coherence.series_silent(timestamptz, interval, timestamptz) 
     'Whether a series with its last sample at last_at and the given cadence has no data at time at (2 or more of its intervals without a sample; false for a cadence with months or not positive). E.g. SELECT coherence.series_silent(now() - interval ''3 minutes'', ''1 minute'', now());';
 COMMENT ON FUNCTION coherence.default_settings() IS
     'The detector settings a series gets where no rule of coherence.series_rules sets them. E.g. SELECT * FROM coherence.default_settings();';
+COMMENT ON FUNCTION coherence.involved_metrics(text[], timestamptz[], double precision[], timestamptz, timestamptz) IS
+    'The metrics of one host (parallel arrays metric, ts, value) that deviated during [from, until]: largest robust z (median and MAD of the metric''s own samples before from, scale floored at a quarter of their standard deviation) of at least 5, strongest first; metrics with fewer than 30 earlier samples are not judged. E.g. SELECT metric, score FROM coherence.involved_metrics(ARRAY[...], ARRAY[...], ARRAY[...], ''2025-12-13 04:00Z'', ''2025-12-13 04:30Z'');';
+
+-- The metrics of a host involved in an incident beyond those whose anomalies formed it: the
+-- ranking's tail (see docs/incidents.md). The host's metrics are those of
+-- coherence.series_state (kept by run_detection); a day of their samples before the incident is
+-- the baseline; the incident is judged over at most its first 6 hours. A host too large for
+-- this backend costs its involved metrics (a WARNING), never the job.
+CREATE FUNCTION coherence.incident_involved(host text, first_signal timestamptz,
+                                            last_signal timestamptz, exclude text[] DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_until timestamptz;
+    v_out   jsonb;
+BEGIN
+    IF host IS NULL OR first_signal IS NULL OR last_signal IS NULL
+       OR NOT isfinite(first_signal) OR NOT isfinite(last_signal) OR last_signal < first_signal THEN
+        RETURN '[]'::jsonb;
+    END IF;
+    v_until := least(last_signal, first_signal + interval '6 hours');
+    BEGIN
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'metric', x.metric, 'kind', 'involved', 'score', round(x.score::numeric, 2),
+                   'peak_at', (extract(epoch FROM x.peak_at) * 1e6)::bigint,
+                   'value', x.peak_value, 'baseline', x.baseline)
+                 ORDER BY abs(x.score) DESC, x.metric), '[]'::jsonb)
+          INTO v_out
+          FROM (SELECT array_agg(st.metric) AS m, array_agg(x.ts) AS ts, array_agg(x.value) AS v
+                  FROM coherence.series_state st
+                 CROSS JOIN LATERAL (
+                       -- one range scan of the series key per metric of the host
+                       SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                        WHERE m.host = st.host AND m.metric_name = st.metric
+                          AND m."timestamp" >= first_signal - interval '1 day'
+                          AND m."timestamp" <= v_until) x
+                 WHERE st.host = incident_involved.host) h
+         CROSS JOIN LATERAL coherence.involved_metrics(h.m, h.ts, h.v, first_signal, v_until) x
+         WHERE x.metric <> ALL (coalesce(exclude, '{}'));
+    EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+        RAISE WARNING 'coherence.incident_involved(): involved metrics of % skipped: %', host, SQLERRM
+            USING HINT = 'The host has more samples in a day than this backend can analyse together.';
+        v_out := '[]'::jsonb;
+    END;
+    RETURN v_out;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.incident_involved(text, timestamptz, timestamptz, text[]) IS
+    'The metrics of a host (those in coherence.series_state) that deviated during an incident (coherence.involved_metrics over a day of baseline and at most the first 6 hours of the incident), except those in exclude, as ranking entries [{metric, kind: involved, score, peak_at, value, baseline}], strongest first. run_detection appends them to incidents.ranking. E.g. SELECT coherence.incident_involved(''web-1'', ''2025-12-13 04:00Z'', ''2025-12-13 04:20Z'');';
+
 
 -- Operator controls: per-series settings (rules), maintenance windows, per-series state for
 -- no-data detection. See docs/operations.md.
@@ -257,7 +325,7 @@ COMMENT ON FUNCTION coherence.explain(text, text) IS
 -- The maintenance window that mutes an incident of host whose signals span [first, last].
 CREATE FUNCTION coherence.muting_window(host text, first_signal timestamptz, last_signal timestamptz)
 RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT w.id FROM coherence.maintenance_windows w
@@ -269,8 +337,7 @@ COMMENT ON FUNCTION coherence.muting_window(text, timestamptz, timestamptz) IS
     'The maintenance window (coherence.maintenance_windows.id) that covers signals of a host from first_signal to last_signal, or NULL: an incident with such a window is muted. E.g. SELECT coherence.muting_window(''db-1'', now(), now());';
 
 -- Incidents muted by maintenance windows; failed runs recorded; watcher alerts.
-ALTER TABLE coherence.incidents
-    ADD COLUMN muted_by bigint REFERENCES coherence.maintenance_windows (id) ON DELETE SET NULL;
+ALTER TABLE coherence.incidents ADD COLUMN muted_by bigint;
 ALTER TABLE coherence.detection_runs ADD COLUMN error text, ADD COLUMN error_sqlstate text;
 ALTER TABLE coherence.alert_deliveries
     ALTER COLUMN incident_id DROP NOT NULL,
@@ -301,6 +368,8 @@ LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    v_rules boolean;
 BEGIN
     -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
     IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
@@ -318,6 +387,7 @@ BEGIN
                   DETAIL = format('lookback = %s', lookback),
                   HINT = 'The default is interval ''7 days'' of history before since.';
     END IF;
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
     RETURN QUERY
     WITH series AS (
         SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v
@@ -330,7 +400,7 @@ BEGIN
     SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
            e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
-     CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+      LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
      CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, window_points => st.window_points,
                                               threshold => st.threshold, direction => st.direction,
                                               report_from => since,
@@ -384,6 +454,7 @@ DECLARE
     v_hosts      text[];
     v_metrics    text[];
     v_durations  boolean;
+    v_rules      boolean;
     v_err        text;
     v_state      text;
     r            record;
@@ -421,6 +492,8 @@ BEGIN
      WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
     INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
 
+    -- Per-series settings are looked up only when there are rules.
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
     -- The work, in a subtransaction: a failure (a revoked privilege, a full disk, ...) rolls
     -- the work back, keeps the queue for the next run and is recorded in detection_runs, where
     -- coherence.health() finds it. A cancel or statement_timeout is not caught.
@@ -500,7 +573,7 @@ BEGIN
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
         WITH ev AS (
             SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
-             CROSS JOIN LATERAL coherence.series_settings(d.host, d.metric) st
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(d.host, d.metric) WHERE v_rules) st ON true
              WHERE d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
                 -- Context of an error burst: a robust event on the host that ends at most
                 -- `tolerance` before an error is kept whatever its risk (routine for the series
@@ -517,17 +590,18 @@ BEGIN
                    started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
                    peak_value double precision, baseline double precision, score double precision,
                    risk double precision, summary text)
-             CROSS JOIN LATERAL coherence.series_settings(c.host, c.metric) st
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(c.host, c.metric) WHERE v_rules) st ON true
              WHERE (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
                AND c.risk >= coalesce(st.min_risk, 0)
             UNION ALL
-            -- Series that stopped reporting, against their own cadence, at data time.
+            -- Series that stopped reporting, against their own cadence, at data time (never
+            -- ahead of the clock: a host whose clock runs fast must not silence the others).
             SELECT s.host, s.metric, n.detector, n.kind, n.started_at, n.ended_at, n.peak_at,
                    n.peak_value, n.baseline, n.score, n.risk, n.summary
               FROM coherence.series_state s
              CROSS JOIN LATERAL coherence.no_data_event(s.host, s.metric, s.last_at, s.last_value,
-                                                        s.cadence, v_data_now) n
-             CROSS JOIN LATERAL coherence.series_settings(s.host, s.metric) st
+                                                        s.cadence, least(v_data_now, now())) n
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
              WHERE s.cadence IS NOT NULL
                AND (st.detectors IS NULL OR 'no_data' = ANY (st.detectors))
                AND n.risk >= coalesce(st.min_risk, coherence.default_min_risk())
@@ -614,7 +688,10 @@ BEGIN
                         (inc->>'error_count')::int, (inc->>'risk')::double precision,
                         v_top->>'cause', (v_top->>'confidence')::double precision,
                         inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
-                        inc->'edges', inc->'ranking')
+                        inc->'edges',
+                        -- The correlator's ranking, then the host's other involved metrics.
+                        (inc->'ranking') || coherence.incident_involved(inc->>'host', v_first, v_last,
+                            ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)))
                 RETURNING id INTO v_keep;
                 v_opened := v_opened + 1;
                 PERFORM pg_notify('coherence_incidents', jsonb_build_object(
@@ -634,13 +711,20 @@ BEGIN
                        confidence = (v_top->>'confidence')::double precision,
                        hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
                        signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
-                       ranking = inc->'ranking',
+                       ranking = (inc->'ranking') || coherence.incident_involved(inc->>'host',
+                           least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                           ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)),
                        status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
                        resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
                        updated_at = now()
                  WHERE i.id = v_keep
                    AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
-                        i.narrative, i.signals, i.context, i.graph, i.ranking)
+                        i.narrative, i.signals, i.context, i.graph,
+                        -- (the involved metrics appended to the stored ranking are not compared:
+                        -- they are recomputed only when the incident changes)
+                        (SELECT coalesce(jsonb_agg(rk.entry ORDER BY rk.pos), '[]'::jsonb)
+                           FROM jsonb_array_elements(i.ranking) WITH ORDINALITY rk(entry, pos)
+                          WHERE rk.entry->>'kind' IS DISTINCT FROM 'involved'))
                        IS DISTINCT FROM
                        (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
                         (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
@@ -784,59 +868,70 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_variable
 DECLARE
-    v_cron_msg text;
-    v_cron_at  timestamptz;
+    v_cron_msg   text;
+    v_cron_at    timestamptz;
+    v_cron_fails bigint := 0;
+    v_first_run  timestamptz;
 BEGIN
     IF stale_after IS NULL OR stale_after <= interval '0' THEN
         RAISE EXCEPTION 'stale_after must be a positive interval'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Twice the job''s schedule, e.g. SELECT * FROM coherence.health(interval ''30 minutes'');';
     END IF;
-    SELECT max(r.started_at), max(r.finished_at) FILTER (WHERE r.error IS NULL)
-      INTO last_run_at, last_success_at
+    SELECT min(r.started_at), max(r.started_at), max(r.finished_at) FILTER (WHERE r.error IS NULL)
+      INTO v_first_run, last_run_at, last_success_at
       FROM coherence.detection_runs r;
     SELECT r.error, r.finished_at INTO last_error, last_error_at
       FROM coherence.detection_runs r WHERE r.error IS NOT NULL ORDER BY r.id DESC LIMIT 1;
     SELECT count(*) INTO failures_since_success FROM coherence.detection_runs r
      WHERE r.error IS NOT NULL AND r.finished_at > coalesce(last_success_at, '-infinity');
-    -- A run that failed before it could record anything (e.g. no right to write
-    -- detection_runs) is only in pg_cron's log, when pg_cron runs the job here.
+    -- A run that failed before it could record anything (no right to write detection_runs,
+    -- a statement_timeout) is only in pg_cron's log, when pg_cron runs the job for this
+    -- database. (pg_cron shows each role its own jobs' runs only.)
     IF to_regclass('cron.job_run_details') IS NOT NULL THEN
         BEGIN
-            EXECUTE $q$SELECT d.return_message, d.end_time FROM cron.job_run_details d
+            EXECUTE $q$SELECT (array_agg(d.return_message ORDER BY d.end_time DESC))[1], max(d.end_time), count(*)
+                         FROM cron.job_run_details d
                         WHERE d.status = 'failed' AND d.command ILIKE '%run_detection%'
-                          AND d.end_time IS NOT NULL
-                        ORDER BY d.end_time DESC LIMIT 1$q$
-               INTO v_cron_msg, v_cron_at;
+                          AND d.database = current_database() AND d.end_time > $1$q$
+               INTO v_cron_msg, v_cron_at, v_cron_fails
+              USING coalesce(last_success_at, '-infinity');
         EXCEPTION WHEN insufficient_privilege OR undefined_table OR undefined_column THEN
             v_cron_at := NULL;
+            v_cron_fails := 0;
         END;
-        IF v_cron_at > coalesce(last_success_at, '-infinity')
-           AND v_cron_at > coalesce(last_error_at, '-infinity') + interval '1 second' THEN
+        -- Runs that recorded their failure are in pg_cron's log too: the larger count holds.
+        failures_since_success := greatest(failures_since_success, coalesce(v_cron_fails, 0));
+        IF v_cron_at > coalesce(last_error_at, '-infinity') + interval '1 second' THEN
             last_error := v_cron_msg;
             last_error_at := v_cron_at;
-            failures_since_success := failures_since_success + 1;
             last_run_at := greatest(last_run_at, v_cron_at);
+            v_first_run := least(v_first_run, v_cron_at);
         END IF;
     END IF;
     SELECT r.data_now INTO data_now FROM coherence.detection_runs r
      WHERE r.data_now IS NOT NULL ORDER BY r.id DESC LIMIT 1;
     lag := now() - data_now;
-    SELECT count(*) INTO pending_series FROM coherence.pending_series;
+    SELECT count(*) INTO pending_series
+      FROM (SELECT DISTINCT p.host, p.metric FROM coherence.pending_series p) q;
     SELECT count(*), count(*) FILTER (WHERE i.muted_by IS NOT NULL)
       INTO open_incidents, muted_incidents
       FROM coherence.incidents i WHERE i.status = 'open';
+    -- Staleness first: a job that fails and then stops running is stalled, not merely failing.
     IF last_run_at IS NULL THEN
         status := 'never_run';
         detail := 'coherence.run_detection() has never run here; schedule it with pg_cron (see docs/operations.md)';
+    ELSIF coalesce(last_success_at, v_first_run) < now() - stale_after THEN
+        status := 'stalled';
+        detail := format('no run has succeeded for %s (last success %s)%s', stale_after,
+                         coalesce(last_success_at::text, 'never'),
+                         CASE WHEN last_error_at > coalesce(last_success_at, '-infinity')
+                              THEN format('; %s run(s) failed since, last: %s', failures_since_success, last_error)
+                              ELSE '' END);
     ELSIF last_error_at > coalesce(last_success_at, '-infinity') THEN
         status := 'failing';
         detail := format('%s run(s) failed since %s: %s', failures_since_success,
                          coalesce('the last success at ' || last_success_at::text, 'the first run'), last_error);
-    ELSIF last_success_at IS NULL OR last_success_at < now() - stale_after THEN
-        status := 'stalled';
-        detail := format('no run has succeeded for %s (last success %s)', stale_after,
-                         coalesce(last_success_at::text, 'never'));
     ELSIF lag > stale_after THEN
         status := 'lagging';
         detail := format('the newest analysed sample is %s old: is ingestion running?', date_trunc('second', lag));
@@ -848,7 +943,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION coherence.health(interval) IS
-    'Health of the detection job, one row: status (ok, lagging: newest analysed sample older than stale_after; stalled: no success within stale_after; failing: the last run failed; never_run), detail, last run and success, last error (from coherence.detection_runs, or pg_cron''s log for runs that could not record it), failures since the last success, data time and lag (now - newest analysed sample), queued series, open and muted incidents. E.g. SELECT status, detail FROM coherence.health();';
+    'Health of the detection job, one row: status (never_run; stalled: no success within stale_after; failing: the last run failed; lagging: newest analysed sample older than stale_after; ok), detail, last run and success, last error (from coherence.detection_runs, or pg_cron''s log of this database for runs that could not record it), failures since the last success, data time and lag (now - newest analysed sample), queued series, open and muted incidents. E.g. SELECT status, detail FROM coherence.health();';
 
 
 COMMENT ON COLUMN coherence.anomalies.detector IS 'robust (spikes, drops, level shifts), volatility, trend (drifts, leaks), collective or no_data; see coherence.anomaly_kinds().';
@@ -856,7 +951,8 @@ COMMENT ON COLUMN coherence.anomalies.kind IS 'One of coherence.anomaly_kinds():
 COMMENT ON COLUMN coherence.anomalies.peak_value IS 'Value at the peak (for leaks: the fitted end; for no_data: the last value reported).';
 COMMENT ON COLUMN coherence.anomalies.baseline IS 'Baseline at the peak (for leaks: the fitted start; for no_data: the cadence in seconds).';
 COMMENT ON COLUMN coherence.anomalies.score IS 'Robust z-score at the peak (for leaks: Mann-Kendall z; for no_data: intervals missed).';
-COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection.';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window (coherence.maintenance_windows.id) that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection; a resolved incident keeps it even if the window is deleted later (no late page for past work).';
 COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, telemetry stopped, correlated metric anomalies, metric anomaly or undetermined.';
 COMMENT ON COLUMN coherence.detection_runs.error IS 'Why the run failed (its changes were rolled back and its queue kept), else NULL.';
 COMMENT ON COLUMN coherence.detection_runs.error_sqlstate IS 'SQLSTATE of that error.';
@@ -871,15 +967,24 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
     coherence.maintenance_windows, coherence.series_state, coherence.pending_series
     TO coherence_reader;
 
--- The series already in coherence.metrics: their last sample and cadence, so no-data
--- detection and series_health know them before their next rows arrive.
+-- The series already in coherence.metrics that still report: their last sample and cadence,
+-- so no-data detection and series_health know them before their next rows arrive. Series
+-- already silent (last sample more than 10 of their intervals before the newest sample of
+-- any series) are left out: the update must not page for hosts long gone; each joins when it
+-- reports again.
 INSERT INTO coherence.series_state (host, metric, last_at, last_value, cadence)
-SELECT k.host, k.metric_name, l.last_at, l.last_value, coherence.series_cadence(l.ts)
-  FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k
- CROSS JOIN LATERAL (
-       SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
-              array_agg(t.ts) AS ts
-         FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
-                WHERE m.host = k.host AND m.metric_name = k.metric_name
-                ORDER BY m."timestamp" DESC LIMIT 33) t) l
- WHERE l.last_at IS NOT NULL;
+WITH s AS (
+    SELECT k.host, k.metric_name, l.last_at, l.last_value, coherence.series_cadence(l.ts) AS cadence
+      FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k
+     CROSS JOIN LATERAL (
+           SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                  array_agg(t.ts) AS ts
+             FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                    WHERE m.host = k.host AND m.metric_name = k.metric_name
+                    ORDER BY m."timestamp" DESC LIMIT 33) t) l
+     WHERE l.last_at IS NOT NULL
+)
+SELECT s.host, s.metric_name, s.last_at, s.last_value, s.cadence
+  FROM s
+ WHERE s.cadence IS NULL
+    OR s.last_at >= least((SELECT max(x.last_at) FROM s x), now()) - 10 * s.cadence;

@@ -39,6 +39,7 @@ extension_sql_file!(
         events::series_cadence,
         events::no_data_event,
         events::series_silent,
+        events::involved_metrics,
         version,
         events::series_events,
         events::find_events_v4,

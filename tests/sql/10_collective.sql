@@ -59,6 +59,29 @@ SELECT c.metric, c.started_at, round(c.share::numeric, 2) > 0 AS has_share, roun
  CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, host => 'db-1') c
  ORDER BY c.started_at, c.metric;
 
+-- Involved metrics: beyond the metrics whose anomalies formed an incident, the host's metrics
+-- that deviated during it (5 robust σ against their own previous day). db-3's "load" jumps by
+-- 10σ for 5 minutes; "idle" stays normal; "short" has too little history to be judged.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-3', m.name,
+       50 + pg_temp.noise(m.k + 40, i) + CASE WHEN m.name = 'load' AND i BETWEEN 3000 AND 3004 THEN 10 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM (VALUES (1, 'load', 0), (2, 'idle', 0), (3, 'short', 2990)) m(k, name, first),
+       generate_series(0, 3100) i
+ WHERE i >= m.first;
+SELECT x.metric, round(x.score::numeric) AS score, x.peak_at, round(x.baseline::numeric) AS baseline
+  FROM (SELECT array_agg(metric_name) AS m, array_agg("timestamp") AS ts, array_agg(value) AS v
+          FROM coherence.metrics WHERE host = 'db-3') h
+ CROSS JOIN LATERAL coherence.involved_metrics(h.m, h.ts, h.v, '2025-12-13 02:00+00', '2025-12-13 02:10+00') x;
+INSERT INTO coherence.series_state (host, metric, last_at, last_value)
+SELECT host, metric_name, max("timestamp"), 0 FROM coherence.metrics WHERE host = 'db-3' GROUP BY 1, 2;
+SELECT e->>'metric' AS metric, e->>'kind' AS kind
+  FROM jsonb_array_elements(coherence.incident_involved('db-3', '2025-12-13 02:00+00', '2025-12-13 02:10+00')) e;
+SELECT coherence.incident_involved('db-3', '2025-12-13 02:00+00', '2025-12-13 02:10+00', ARRAY['load']) AS load_excluded,
+       coherence.incident_involved('db-3', '2025-12-13 02:10+00', '2025-12-13 02:00+00') AS backwards,
+       coherence.incident_involved('nobody', '2025-12-13 02:00+00', '2025-12-13 02:10+00') AS unknown_host;
+SELECT count(*) AS null_arrays FROM coherence.involved_metrics(NULL, NULL, NULL, now(), now());
+
 -- Parameter errors.
 SELECT coherence.detect_collective('2025-12-14', '2025-12-13');
 SELECT count(*) FROM coherence.find_collective(ARRAY['a'], ARRAY[now(), now()], ARRAY[1.0]::float8[]);

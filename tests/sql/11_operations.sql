@@ -77,6 +77,12 @@ SELECT host, opened_at, status, muted_by, error_count,
   FROM coherence.incidents WHERE host = 'web-1' ORDER BY id;
 SELECT count(*) > 0 AS spike_recorded FROM coherence.anomalies
  WHERE host = 'web-1' AND metric = 'quiet' AND started_at = pg_temp.t(3000);
+-- Deleting the window afterwards does not unmute the resolved incident (no late page for
+-- past work); the window is put back for what follows.
+DELETE FROM coherence.maintenance_windows;
+SELECT id, muted_by FROM coherence.incidents WHERE host = 'web-1' AND error_count > 0;
+INSERT INTO coherence.maintenance_windows (host_pattern, starts_at, ends_at, reason, author)
+VALUES ('web-%', pg_temp.t(2990), pg_temp.t(3010), 'kernel upgrade CHG-1', 'ops');
 
 -- 4. No data: db-9's cpu missed 2 of its 1-minute intervals at the end of the data.
 SELECT host, metric, kind, detector, started_at, ended_at, risk, summary
@@ -100,6 +106,13 @@ SELECT host, opened_at, last_signal_at, status, muted_by,
 SELECT metric, ended_at, risk FROM coherence.anomalies WHERE kind = 'no_data';
 SELECT host, hypothesis, narrative FROM coherence.incidents WHERE host = 'db-9';
 SELECT host, metric, status, expected_every FROM coherence.series_health ORDER BY host, metric;
+-- A silence of over an hour: the incident stays open and grows with it (close_after is 30 minutes).
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT h, n, base + pg_temp.noise(k, i), pg_temp.t(i)
+  FROM (VALUES ('web-1', 'noisy', 1, 50), ('web-1', 'quiet', 2, 50), ('db-9', 'mem', 4, 30)) s(h, n, k, base),
+       generate_series(4326, 4400) i;
+SELECT (coherence.run_detection()) ? 'error' AS long_silence_run_failed;
+SELECT status, last_signal_at, risk FROM coherence.incidents WHERE host = 'db-9';
 -- Disabled per series: no new no-data events for db-9.
 INSERT INTO coherence.series_rules (host_pattern, detectors, note)
 VALUES ('db-9', '{robust,volatility,trend,collective}', 'decommissioned');
@@ -115,7 +128,7 @@ GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, 
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA coherence TO regress_coh_job;
 GRANT USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO regress_coh_job;
 REVOKE SELECT ON coherence.metrics FROM regress_coh_job;
-INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('web-1', 'noisy', 50, pg_temp.t(4326));
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('web-1', 'noisy', 50, pg_temp.t(4401));
 SET ROLE regress_coh_job;
 SELECT r->>'sqlstate' AS sqlstate, r->>'error' AS error FROM coherence.run_detection() r;
 RESET ROLE;

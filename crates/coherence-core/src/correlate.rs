@@ -247,8 +247,11 @@ pub fn correlate_with(
     let mut out = Vec::new();
     for (host, mine) in by_host {
         tick();
+        // Long anomalies are context. Not a silence: it lasts as long as the outage does, and
+        // its incident must stay open (and grow) with it.
         let is_long = |s: &Signal| {
             s.kind == "anomaly"
+                && s.anomaly_kind != "no_data"
                 && (s.anomaly_kind == "leak"
                     || s.end.saturating_sub(s.start) > tol.saturating_mul(12))
         };
@@ -1171,6 +1174,16 @@ mod tests {
         );
         // One silent metric at 2 missed intervals (risk 0.5) alone is not an incident.
         assert!(correlate(&s[..1], &[], &p).is_empty());
+        // A silence of hours is no background context: its incident lasts as long as it does.
+        let long: Vec<Signal> = ["cpu", "memory"]
+            .iter()
+            .enumerate()
+            .map(|(k, m)| anom(k as u32, "db-1", m, "no_data", T, T + 180 * MIN, 40.0, 0.99))
+            .collect();
+        let got = correlate(&long, &[], &p);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].last_signal_at, T + 180 * MIN);
+        assert!(got[0].context_ids.is_empty());
     }
 
     #[test]

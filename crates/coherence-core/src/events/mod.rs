@@ -17,6 +17,7 @@
 //! after [`EventParams::report_from`]: points before it are history (the baseline), not news.
 
 pub mod collective;
+pub mod involved;
 pub mod level;
 pub mod nodata;
 pub mod risk;
