@@ -7,6 +7,7 @@
 #               cancellation, concurrent runs, late commits)
 #   5. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
 #   6. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
+#   7. smd:     make eval-smd's headline figures against eval/smd/floor.txt (when the data is here)
 # Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,5 +85,17 @@ run_tier hostile 'All [0-9]+ memory-limit checks passed' tests/memlimit.sh
 #    pushdown, single-node equality, run_detection per shard, the coordinator's views
 run_tier sharded 'All [0-9]+ sharded checks passed' tests/sharded.sh
 
+# 7. smd: the multi-metric evaluation's headline figures may not fall below eval/smd/floor.txt
+#    (make eval-smd; needs the SMD data, ../shared/datasets/smd or SMD_DIR: skipped, and said
+#    so, where it is absent)
+SMD_DATA=${SMD_DIR:-../shared/datasets/smd}
+if [ -d "$SMD_DATA/test" ]; then
+    run_tier smd 'All [0-9]+ SMD floor figures passed' \
+        bash -c 'scripts/eval_smd.sh && echo "All 4 SMD floor figures passed"'
+else
+    echo "==> tier smd: skipped (no SMD data at $SMD_DATA; set SMD_DIR)"
+    COUNTS[smd]=skipped
+fi
+
 echo
-echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}"
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}, smd ${COUNTS[smd]}"
