@@ -92,6 +92,23 @@ CREATE FUNCTION coherence.involved_metrics(
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'involved_metrics_wrapper';
+CREATE FUNCTION coherence.series_band(
+	"ts" timestamp with time zone[], /* :: std :: option :: Option < Array < TimestampWithTimeZone > > */
+	"value" double precision[], /* :: std :: option :: Option < Array < f64 > > */
+	"window_points" INT DEFAULT NULL, /* Option < i32 > */
+	"threshold" double precision DEFAULT NULL, /* Option < f64 > */
+	"direction" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TABLE (
+	"ts" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"value" double precision,  /* f64 */
+	"baseline" double precision,  /* Option < f64 > */
+	"lower" double precision,  /* Option < f64 > */
+	"upper" double precision,  /* Option < f64 > */
+	"anomalous" bool  /* bool */
+)
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'series_band_wrapper';
 
 COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], integer, double precision, text, integer, timestamptz, double precision, text, text, double precision) IS
     'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2, capacity coherence.metric_capacity(metric)). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
@@ -154,6 +171,42 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.incident_involved(text, timestamptz, timestamptz, text[]) IS
     'The metrics of a host (those in coherence.series_state) that deviated during an incident (coherence.involved_metrics over a day of baseline and at most the first 6 hours of the incident), except those in exclude, as ranking entries [{metric, kind: involved, score, peak_at, value, baseline}], strongest first. run_detection appends them to incidents.ranking. E.g. SELECT coherence.incident_involved(''web-1'', ''2025-12-13 04:00Z'', ''2025-12-13 04:20Z'');';
+
+COMMENT ON FUNCTION coherence.series_band(timestamptz[], double precision[], integer, double precision, text) IS
+    'The expected band of one series given as arrays (any order; NULL and non-finite values skipped): per point its value, the baseline and the lower/upper bounds the level detector of find_events judged it against (learned period, trend, robust scale; bounds = baseline -/+ threshold x scale), and whether it was anomalous; NULL bounds while the detector warms up. E.g. SELECT * FROM coherence.series_band(ARRAY[...], ARRAY[...]);';
+
+-- The expected band of a stored series, with its per-series settings, for plotting.
+CREATE FUNCTION coherence.expected_band(host text, metric text, since timestamptz, until timestamptz,
+                                        lookback interval DEFAULT interval '7 days')
+RETURNS TABLE (ts timestamptz, value double precision, baseline double precision,
+               lower double precision, upper double precision, anomalous boolean)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_variable
+BEGIN
+    IF host IS NULL OR metric IS NULL OR since IS NULL OR until IS NULL OR lookback IS NULL THEN
+        RETURN;
+    END IF;
+    IF since >= until OR lookback < interval '0' THEN
+        RAISE EXCEPTION 'since must be earlier than until and lookback not negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s, lookback = %s', since, until, lookback),
+                  HINT = 'Example: SELECT * FROM coherence.expected_band(''web-1'', ''cpu'', now() - interval ''6 hours'', now());';
+    END IF;
+    RETURN QUERY
+    SELECT b.ts, b.value, b.baseline, b.lower, b.upper, b.anomalous
+      FROM (SELECT array_agg(s.ts) AS t, array_agg(s.value) AS v
+              FROM coherence.samples(since - lookback, until) s
+             WHERE s.host = expected_band.host AND s.metric = expected_band.metric) a
+     CROSS JOIN coherence.series_settings(expected_band.host, expected_band.metric) st
+     CROSS JOIN LATERAL coherence.series_band(a.t, a.v, st.window_points, st.threshold, st.direction) b
+     WHERE b.ts >= since
+     ORDER BY b.ts;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.expected_band(text, text, timestamptz, timestamptz, interval) IS
+    'For one stored series (host, metric) and [since, until): each sample with the baseline and the lower/upper bounds the detector considered normal there (judged with lookback of history before since and the series'' coherence.series_rules settings), and whether it was anomalous; NULL bounds while warming up. For drawing the band: SELECT ts, value, lower, upper FROM coherence.expected_band(''host-stressed'', ''cpu'', ''2025-12-13 00:00Z'', ''2025-12-13 08:00Z'');';
 
 
 -- Operator controls: per-series settings (rules), maintenance windows, per-series state for

@@ -789,3 +789,44 @@ fn default_settings() -> TableIterator<'static, (name!(setting, &'static str), n
         ("min_duration", "00:00:00".to_string()),
     ])
 }
+
+/// The expected band of one series given as arrays: per usable point, the baseline and the
+/// bounds the level detector judged it against (the core's `band_with`); NULL bounds while the
+/// detector warms up.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe)]
+fn series_band(
+    ts: Option<Array<TimestampWithTimeZone>>,
+    value: Option<Array<f64>>,
+    window_points: default!(Option<i32>, "NULL"),
+    threshold: default!(Option<f64>, "NULL"),
+    direction: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(ts, Option<TimestampWithTimeZone>),
+        name!(value, f64),
+        name!(baseline, Option<f64>),
+        name!(lower, Option<f64>),
+        name!(upper, Option<f64>),
+        name!(anomalous, bool),
+    ),
+> {
+    let params = event_params(window_points, threshold, direction, None, None, None);
+    let pts = points(ts, value);
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let rows: Vec<_> = coherence_core::events::band_with(&pts, &params, &mut interrupt_check)
+        .into_iter()
+        .map(|b| {
+            (
+                ts_of(b.ts),
+                b.value,
+                finite(b.baseline),
+                finite(b.lower),
+                finite(b.upper),
+                b.anomalous,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}

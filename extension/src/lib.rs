@@ -40,6 +40,7 @@ extension_sql_file!(
         events::no_data_event,
         events::series_silent,
         events::involved_metrics,
+        events::series_band,
         version,
         events::series_events,
         events::find_events_v4,

@@ -141,6 +141,23 @@ SELECT coherence.health(interval '0');
 DROP OWNED BY regress_coh_job;
 DROP ROLE regress_coh_job;
 
+-- The expected band (for plots): the quiet metric's spike is the one point outside it, and a
+-- rule's threshold widens the band of its series only.
+SELECT ts, round(value::numeric) AS value, round(baseline::numeric) AS baseline,
+       round(lower::numeric) AS lower, round(upper::numeric) AS upper, anomalous
+  FROM coherence.expected_band('web-1', 'quiet', pg_temp.t(2998), pg_temp.t(3002));
+SELECT count(*) AS points, count(*) FILTER (WHERE anomalous) AS anomalous,
+       count(*) FILTER (WHERE value BETWEEN lower AND upper) AS inside
+  FROM coherence.expected_band('web-1', 'quiet', pg_temp.t(2880), pg_temp.t(4320));
+CREATE TEMP TABLE width_before AS
+SELECT avg(upper - lower) AS w FROM coherence.expected_band('web-1', 'noisy', pg_temp.t(2880), pg_temp.t(4320));
+INSERT INTO coherence.series_rules (metric_pattern, threshold) VALUES ('noisy', 16);
+SELECT round(((SELECT avg(upper - lower) FROM coherence.expected_band('web-1', 'noisy', pg_temp.t(2880), pg_temp.t(4320)))
+             / (SELECT w FROM width_before))::numeric, 1) AS noisy_band_ratio;
+DELETE FROM coherence.series_rules;
+SELECT count(*) FROM coherence.expected_band('web-1', 'quiet', pg_temp.t(10), pg_temp.t(5));
+SELECT count(*) AS unknown_series FROM coherence.expected_band('nobody', 'cpu', pg_temp.t(0), pg_temp.t(10));
+
 -- The core's functions behind it.
 SELECT coherence.series_cadence(ARRAY['2025-01-01 00:00Z', '2025-01-01 00:01Z', '2025-01-01 00:02Z',
                                       '2025-01-01 00:10Z']::timestamptz[]) AS cadence;

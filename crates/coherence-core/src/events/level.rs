@@ -41,6 +41,8 @@ pub(crate) struct Scores {
     /// Robust z-score (NaN while warming up).
     pub z: Vec<f64>,
     pub baseline: Vec<f64>,
+    /// The robust scale each score was divided by (NaN while warming up).
+    pub scale: Vec<f64>,
 }
 
 /// Index of the point at time `t` (± half a step), if any.
@@ -84,6 +86,7 @@ pub(crate) fn scan(
     let mut resid_q: VecDeque<f64> = VecDeque::with_capacity(sw + 1);
     let mut z = vec![f64::NAN; n];
     let mut baseline = vec![f64::NAN; n];
+    let mut scales = vec![f64::NAN; n];
     let mut seasonal = vec![0.0; n];
     let mut phase = Vec::with_capacity(PHASES);
     let mut shifts = Vec::new();
@@ -131,6 +134,7 @@ pub(crate) fn scan(
         if base.is_finite() && i >= p.min_history && resid.len() >= 3 {
             let scale = resid.median_mad().1.max(floor).max(f64::MIN_POSITIVE);
             z[i] = r / scale;
+            scales[i] = scale;
             anomalous = z[i].abs() >= p.threshold;
         }
         if base.is_finite() && !anomalous {
@@ -198,7 +202,14 @@ pub(crate) fn scan(
             }
         }
     }
-    (Scores { z, baseline }, shifts)
+    (
+        Scores {
+            z,
+            baseline,
+            scale: scales,
+        },
+        shifts,
+    )
 }
 
 fn push(w: &mut SortedWindow, q: &mut VecDeque<f64>, v: f64, cap: usize) {

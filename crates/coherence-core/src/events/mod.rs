@@ -516,6 +516,66 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     out
 }
 
+/// One point of a series with the range the level detector considered normal there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BandPoint {
+    pub ts: i64,
+    pub value: f64,
+    /// Expected value (the seasonal level plus the trend), NaN while warming up.
+    pub baseline: f64,
+    /// `baseline ∓ threshold · scale`: outside this range (in the allowed direction) a point is
+    /// anomalous. NaN while the detector warms up (its first `min_history` points).
+    pub lower: f64,
+    pub upper: f64,
+    /// `|z| ≥ threshold` in the allowed direction.
+    pub anomalous: bool,
+}
+
+/// The expected band of a series: for every usable point, the baseline and the bounds that
+/// [`analyze_with`]'s level detector used (same preparation, learned period, trend and the
+/// second, CUSUM-aware pass), so a client draws exactly what was judged.
+pub fn band_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Vec<BandPoint> {
+    let mut season = SeasonReport::default();
+    let Some(prep) = prepare(points, p, &mut season) else {
+        return Vec::new();
+    };
+    let Prepared {
+        ts,
+        x,
+        xd,
+        per_day,
+        period_us,
+        slope_us,
+        ..
+    } = prep;
+    let (first, _) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
+    let tau = level::tau_of(&first.z);
+    let (scores, _) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
+    let t0 = ts[0];
+    (0..ts.len())
+        .map(|i| {
+            let trend = slope_us * (ts[i] as f64 - t0 as f64);
+            let base = scores.baseline[i] + trend;
+            let half = p.threshold * scores.scale[i];
+            let z = scores.z[i];
+            let anomalous = z.is_finite()
+                && match p.direction {
+                    Direction::Both => z.abs() >= p.threshold,
+                    Direction::Up => z >= p.threshold,
+                    Direction::Down => -z >= p.threshold,
+                };
+            BandPoint {
+                ts: ts[i],
+                value: x[i],
+                baseline: base,
+                lower: base - half,
+                upper: base + half,
+                anomalous,
+            }
+        })
+        .collect()
+}
+
 /// Point and CUSUM events of one series that overlap (or lie within `gap` µs) are one event:
 /// the union of their spans, with the peak and evidence of the stronger, and the kind of the
 /// level shift when one of them is a CUSUM shift.
@@ -625,6 +685,58 @@ mod tests {
 
     fn kinds(a: &Analysis) -> Vec<Kind> {
         a.events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn band_holds_the_normal_points_and_excludes_the_spike_that_analyze_reports() {
+        let pts = series(2000, MIN, 1.0, 7, |i| if i == 1500 { 25.0 } else { 0.0 });
+        let p = EventParams::default();
+        let band = band_with(&pts, &p, &mut || {});
+        assert_eq!(band.len(), 2000);
+        // Warming up: no bounds yet; then every point has them.
+        assert!(band[0].lower.is_nan() && band[1999].lower.is_finite());
+        let spike = &band[1500];
+        assert!(spike.anomalous && spike.value > spike.upper, "{spike:?}");
+        let normal = band
+            .iter()
+            .filter(|b| b.lower.is_finite() && !b.anomalous)
+            .count();
+        let inside = band
+            .iter()
+            .filter(|b| b.lower.is_finite() && b.value >= b.lower && b.value <= b.upper)
+            .count();
+        assert_eq!(
+            inside, normal,
+            "a point is anomalous exactly when it leaves the band"
+        );
+        // The detector's spike event peaks at the same point.
+        let a = analyze(&pts, &p);
+        assert!(a
+            .events
+            .iter()
+            .any(|e| e.kind == Kind::Spike && e.peak_at == spike.ts));
+        // The band is about threshold σ wide around the level (σ 1, threshold 8).
+        let w = (spike.upper - spike.lower) / 2.0;
+        assert!((w / p.threshold - 1.0).abs() < 0.3, "half-width {w}");
+        assert!((spike.baseline - 100.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn band_follows_a_learned_daily_pattern() {
+        // Ten days a minute; +20 between 09:00 and 17:00 every day.
+        let pts = series(10 * 1440, MIN, 1.0, 8, |i| {
+            if (540..1020).contains(&(i % 1440)) {
+                20.0
+            } else {
+                0.0
+            }
+        });
+        let band = band_with(&pts, &EventParams::default(), &mut || {});
+        let day9 = 9 * 1440;
+        let (noon, night) = (&band[day9 + 720], &band[day9 + 120]);
+        assert!(noon.baseline > night.baseline + 15.0, "{noon:?} {night:?}");
+        assert!(!noon.anomalous && !night.anomalous);
+        assert!(band_with(&pts[..10], &EventParams::default(), &mut || {}).is_empty());
     }
 
     #[test]
