@@ -13,6 +13,8 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 CARGO ?= cargo
 SUDO_FLAG := $(if $(filter 0,$(shell id -u)),,--sudo)
 INGEST := target/release/coherence-ingest
+BINDIR ?= /usr/local/bin
+SUDO := $(if $(SUDO_FLAG),sudo)
 URL = $$(scripts/pg.sh url)
 
 .PHONY: help setup build install start stop destroy db demo report psql test test-unit test-pgrx \
@@ -27,7 +29,7 @@ setup: ## Install system packages, cargo-pgrx and pgrx config (idempotent)
 build: ## Build the ingestor (release)
 	$(CARGO) build --release --locked -p coherence-ingest
 
-install: setup ## Build and install the extension into PostgreSQL 15
+install: setup build ## Build and install the extension into PostgreSQL 15 and coherence-ingest into $(BINDIR)
 	@mkdir -p target
 	@echo "install: building and installing the coherence extension (log: target/pgrx-install.log)"
 	@cd extension && $(CARGO) pgrx install --release --pg-config $(PG_CONFIG) $(SUDO_FLAG) > ../target/pgrx-install.log 2>&1 \
@@ -36,6 +38,8 @@ install: setup ## Build and install the extension into PostgreSQL 15
 	@# Earlier releases' install scripts, so CREATE EXTENSION coherence VERSION '0.1.0' works
 	@# (the upgrade test installs 0.1.0 with data and updates it).
 	@$(if $(SUDO_FLAG),sudo) install -m 0644 extension/sql/archive/coherence--*.sql "$$($(PG_CONFIG) --sharedir)/extension/"
+	@# The ingestor, where the docs and packaging/systemd/*.service call it; replaced only when it changed.
+	@cmp -s $(INGEST) "$(BINDIR)/coherence-ingest" || { $(SUDO) install -d -m 0755 "$(BINDIR)" && $(SUDO) install -m 0755 $(INGEST) "$(BINDIR)/coherence-ingest" && echo "install: $(BINDIR)/coherence-ingest"; }
 
 start: ## Start the local cluster (no-op with DATABASE_URL)
 	@scripts/pg.sh start
@@ -59,7 +63,9 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 	  echo "demo: recreating the coherence extension in the local demo database"; \
 	  psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; DROP EXTENSION IF EXISTS coherence CASCADE; CREATE EXTENSION coherence"; \
 	fi
-	@DATABASE_URL="$(URL)" $(INGEST) simulate
+	@# The scenario ends when it is loaded (sql/demo_start.sql: the last 4-hour boundary; a
+	@# database that already holds it keeps its dates, so a re-run inserts nothing).
+	@DATABASE_URL="$(URL)" $(INGEST) simulate --start "$$(psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -tAf sql/demo_start.sql)"
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -tAc "SELECT 'run_detection: ' || coherence.run_detection()::text"
 	@$(MAKE) --no-print-directory report
 	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."

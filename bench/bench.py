@@ -7,6 +7,10 @@ Settings (environment): BENCH_ROWS (10000000), BENCH_SERIES (1000), BENCH_RUNS (
 BENCH_SCALING ("1000000 10000000 30000000"; "" skips), BENCH_WORK_MEM (64MB, for every query),
 BENCH_INGEST_QUERIES (50), BENCH_INGEST_HOURS (48), BENCH_SHARDED_ROWS (1000000; 0 skips the
 sharded row: a coordinator and two shards on this machine, bench/sharded.py, docs/scale.md).
+
+It loads and truncates coherence_bench and drops and recreates coherence_bench_ingest, so it
+refuses either when it holds data that is not the bench's (scripts/db_guard.sh: tables of its
+own, metrics or events the simulator did not write) unless COHERENCE_OVERWRITE_DB=1.
 """
 import math
 import os
@@ -76,6 +80,17 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def guard(db):
+    """Refuse a database that holds someone else's data (scripts/db_guard.sh), then mark it as ours."""
+    r = subprocess.run([os.path.join(ROOT, "scripts/db_guard.sh"), url(db), "make bench"], text=True)
+    if r.returncode != 0:
+        sys.exit(r.returncode)
+
+
+def exists(db):
+    return db in psql("postgres", "\\pset tuples_only on\nSELECT datname FROM pg_database;").split()
+
+
 def load(rows):
     hosts = math.ceil(SERIES / 3)
     have = int(psql(DB, "\\pset tuples_only on\nSELECT count(*) FROM coherence.metrics;").split()[0])
@@ -98,8 +113,11 @@ def main():
         sys.exit("make bench uses the local cluster (it loads and truncates its own database): unset DATABASE_URL")
     t0 = time.time()
     sh([os.path.join(ROOT, "scripts/pg.sh"), "start"])
-    if DB not in psql("postgres", "\\pset tuples_only on\nSELECT datname FROM pg_database;"):
+    if not exists(DB):
         psql("postgres", f"CREATE DATABASE {DB};")
+    guard(DB)
+    if exists("coherence_bench_ingest"):
+        guard("coherence_bench_ingest")
     psql(DB, "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS coherence;")
     cpu = sh(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).strip()
     mem_gb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1)) / 1024 / 1024
@@ -224,6 +242,7 @@ def ingest_bench():
     db = "coherence_bench_ingest"
     psql("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE);")
     psql("postgres", f"CREATE DATABASE {db};")
+    guard(db)
     psql(db, "CREATE EXTENSION coherence;")
     fake = subprocess.Popen([os.path.join(ROOT, "target/release/examples/fake_datadog")], stdout=subprocess.PIPE, text=True)
     try:

@@ -4,18 +4,27 @@
 # eval/score.py. The series are loaded into a table of their own (schema coherence_eval) and
 # read with the any-table pattern; coherence.metrics and the other extension tables are never
 # touched. Without DATABASE_URL a scratch database (coherence_eval) on the local cluster is used.
+# It refuses a database holding data that is not its own (scripts/db_guard.sh: tables outside
+# schema coherence_eval, metrics or events the simulator did not write) unless
+# COHERENCE_OVERWRITE_DB=1: the local coherence_eval is dropped and recreated on every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${EVAL_DATA:-eval/cloud-monitoring/data}
 OUT=target/eval
 mkdir -p "$OUT"
 scripts/pg.sh start
+guard() { SCHEMAS=coherence_eval scripts/db_guard.sh "$1" "make eval"; }
 if [ -n "${DATABASE_URL:-}" ]; then
     URL=$DATABASE_URL
+    guard "$URL"
     psql -X -q "$URL" -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS coherence" >/dev/null
 else
+    if psql -X -q "$(scripts/pg.sh url postgres)" -tAc "SELECT 1 FROM pg_database WHERE datname = 'coherence_eval'" | grep -q 1; then
+        guard "$(scripts/pg.sh url coherence_eval)"
+    fi
     psql -X -q "$(scripts/pg.sh url postgres)" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS coherence_eval WITH (FORCE)" -c "CREATE DATABASE coherence_eval"
     URL=$(scripts/pg.sh url coherence_eval)
+    guard "$URL"
     psql -X -q "$URL" -c "CREATE EXTENSION coherence"
 fi
 {

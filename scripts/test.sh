@@ -3,12 +3,15 @@
 #   1. unit:    pure crate + ingestor unit tests (cargo test, no PostgreSQL)
 #   2. pgrx:    #[pg_test] functions inside a pgrx-managed PostgreSQL 15
 #   3. regress: pg_regress golden SQL tests (tests/sql, tests/expected) on the cluster
-#   4. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron,
+#   4. docs:    the SQL and shell examples of README.md and docs/*.md (scripts/doctest.py) in
+#               scratch databases with the demo data, and packaging/systemd/*.service checked by
+#               systemd-analyze verify (tests/systemd_units.sh)
+#   5. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron,
 #               cancellation, concurrent runs, late commits)
-#   5. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
-#   6. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
-#   7. smd:     make eval-smd's headline figures against eval/smd/floor.txt (when the data is here)
-# Tiers 3 and 4 use the local cluster, or $DATABASE_URL when set.
+#   6. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
+#   7. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
+#   8. smd:     make eval-smd's headline figures against eval/smd/floor.txt (when the data is here)
+# Tiers 3, 4 and 5 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,8 +59,9 @@ pgrx_test() {
 }
 run_tier pgrx 'test result: ok\. [0-9]+ passed' pgrx_test
 
-# `cargo pgrx test` installed its debug build into PostgreSQL: put the release build back,
-# start the cluster and make sure the demo database has pg_cron (the cron test schedules there).
+# `cargo pgrx test` installed its debug build into PostgreSQL: put the release build back
+# (and build and install the ingestor, which the docs tier runs), start the cluster and make
+# sure the demo database has pg_cron (the cron test schedules there).
 make --no-print-directory db >/dev/null
 
 # 3. pg_regress golden tests
@@ -71,21 +75,29 @@ regress() {
 }
 run_tier regress '(All|all) [0-9]+ tests passed' regress
 
-# 4. ingestor integration tests
+# 4. docs: every example of README.md and docs/*.md marked runnable (skips are listed with
+#    their reasons), then the systemd units
+docs() {
+    python3 scripts/doctest.py
+    tests/systemd_units.sh
+}
+run_tier docs 'All [0-9]+ doc examples passed' docs
+
+# 5. ingestor integration tests
 ingest() {
     COHERENCE_TEST_PG="$(scripts/pg.sh url postgres 2>/dev/null || scripts/pg.sh url)" \
         cargo test --locked -p coherence-ingest --features integration --test '*' -- --test-threads=2
 }
 run_tier ingest 'test result: ok\. [0-9]+ passed' ingest
 
-# 5. hostile input under a memory limit (a throwaway cluster started with ulimit -v)
+# 6. hostile input under a memory limit (a throwaway cluster started with ulimit -v)
 run_tier hostile 'All [0-9]+ memory-limit checks passed' tests/memlimit.sh
 
-# 6. sharded: coordinator + two shards (throwaway clusters), ingest through the coordinator,
+# 7. sharded: coordinator + two shards (throwaway clusters), ingest through the coordinator,
 #    pushdown, single-node equality, run_detection per shard, the coordinator's views
 run_tier sharded 'All [0-9]+ sharded checks passed' tests/sharded.sh
 
-# 7. smd: the multi-metric evaluation's headline figures may not fall below eval/smd/floor.txt
+# 8. smd: the multi-metric evaluation's headline figures may not fall below eval/smd/floor.txt
 #    (make eval-smd; needs the SMD data, ../shared/datasets/smd or SMD_DIR: skipped, and said
 #    so, where it is absent)
 SMD_DATA=${SMD_DIR:-../shared/datasets/smd}
@@ -98,4 +110,4 @@ else
 fi
 
 echo
-echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}, smd ${COUNTS[smd]}"
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, docs ${COUNTS[docs]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}, smd ${COUNTS[smd]}"
