@@ -152,7 +152,11 @@ class Db:
     def __init__(self):
         subprocess.run([os.path.join(ROOT, "scripts/pg.sh"), "start"], check=True, capture_output=True)
         self.libpq = pg_env()
-        self.env = dict(os.environ, **self.libpq, PGTZ="UTC", PAGER="cat", PSQL_PAGER="cat")
+        # Not the environment of an enclosing make (make test): a `make` in an example would
+        # print "Entering directory" lines that its shown output does not have.
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+        self.env = dict(base, **self.libpq, PGTZ="UTC", PAGER="cat", PSQL_PAGER="cat")
         self.env.pop("PGDATABASE", None)
         self.env.pop("DATABASE_URL", None)
         self.created = []

@@ -508,3 +508,36 @@ async fn maintenance_window_mutes_then_alerts_resume_and_a_failing_job_alerts_on
         (Some("resolve"), Some(key.as_str()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line() {
+    let (db, id) = scenario("alert_json").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    let o = alert(
+        &db.conn,
+        &config("json", 0.8),
+        &slack,
+        &pd,
+        &["--once", "--log-format", "json"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 5, "{err}");
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "delivered" && l["subject"] == format!("incident {id}")),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "no ANSI codes");
+}
