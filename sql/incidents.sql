@@ -782,3 +782,15 @@ COMMENT ON COLUMN coherence.alert_deliveries.delivered_at IS 'When the destinati
 COMMENT ON COLUMN coherence.alert_deliveries.created_at IS 'When it was queued.';
 SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries_id_seq', '');
+
+-- A trusted extension: a non-superuser with CREATE on the database (e.g. its owner) may
+-- CREATE EXTENSION coherence. Its objects are then owned by the bootstrap superuser, so the
+-- installing role (@extowner@) gets the rights to use them: write the data and result tables,
+-- run the job and the correlator. (Installed by a superuser, these grants are to that
+-- superuser and change nothing.)
+GRANT USAGE ON SCHEMA coherence TO @extowner@;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
+GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
+GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
+    coherence.correlate(jsonb, jsonb, interval, integer) TO @extowner@;
+

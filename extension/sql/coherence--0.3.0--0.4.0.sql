@@ -1020,6 +1020,18 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
     coherence.maintenance_windows, coherence.series_state, coherence.pending_series
     TO coherence_reader;
 
+-- A trusted extension: a non-superuser with CREATE on the database (e.g. its owner) may
+-- CREATE EXTENSION coherence. Its objects are then owned by the bootstrap superuser, so the
+-- installing role (@extowner@) gets the rights to use them: write the data and result tables,
+-- run the job and the correlator. (Installed by a superuser, these grants are to that
+-- superuser and change nothing.)
+GRANT USAGE ON SCHEMA coherence TO @extowner@;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
+GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
+GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
+    coherence.correlate(jsonb, jsonb, interval, integer) TO @extowner@;
+
+
 -- The series already in coherence.metrics that still report: their last sample and cadence,
 -- so no-data detection and series_health know them before their next rows arrive. Series
 -- already silent (last sample more than 10 of their intervals before the newest sample of
