@@ -41,6 +41,10 @@ install: setup build ## Build and install the extension into PostgreSQL 15 and c
 	@# The ingestor, where the docs and packaging/systemd/*.service call it; replaced only when it changed.
 	@cmp -s $(INGEST) "$(BINDIR)/coherence-ingest" || { $(SUDO) install -d -m 0755 "$(BINDIR)" && $(SUDO) install -m 0755 $(INGEST) "$(BINDIR)/coherence-ingest" && echo "install: $(BINDIR)/coherence-ingest"; }
 
+.PHONY: deb
+deb: setup ## Build the extension's Debian package (target/postgresql-15-coherence_<version>_<arch>.deb)
+	@scripts/deb.sh
+
 start: ## Start the local cluster (no-op with DATABASE_URL)
 	@scripts/pg.sh start
 

@@ -10,7 +10,8 @@
 #               cancellation, concurrent runs, late commits)
 #   6. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
 #   7. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
-#   8. smd:     make eval-smd's headline figures against eval/smd/floor.txt (when the data is here)
+#   8. package: scripts/deb.sh's .deb installed with dpkg, then used in a clean throwaway cluster
+#   9. smd:     make eval-smd's headline figures against eval/smd/floor.txt (when the data is here)
 # Tiers 3, 4 and 5 use the local cluster, or $DATABASE_URL when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +98,10 @@ run_tier hostile 'All [0-9]+ memory-limit checks passed' tests/memlimit.sh
 #    pushdown, single-node equality, run_detection per shard, the coordinator's views
 run_tier sharded 'All [0-9]+ sharded checks passed' tests/sharded.sh
 
-# 8. smd: the multi-metric evaluation's headline figures may not fall below eval/smd/floor.txt
+# 8. package: the Debian package built, installed with dpkg and used in a clean cluster
+run_tier package 'All [0-9]+ package checks passed' tests/package.sh
+
+# 9. smd: the multi-metric evaluation's headline figures may not fall below eval/smd/floor.txt
 #    (make eval-smd; needs the SMD data, ../shared/datasets/smd or SMD_DIR: skipped, and said
 #    so, where it is absent)
 SMD_DATA=${SMD_DIR:-../shared/datasets/smd}
@@ -110,4 +114,4 @@ else
 fi
 
 echo
-echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, docs ${COUNTS[docs]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}, smd ${COUNTS[smd]}"
+echo "All tiers passed: unit ${COUNTS[unit]}, pgrx ${COUNTS[pgrx]}, regress ${COUNTS[regress]}, docs ${COUNTS[docs]}, ingest ${COUNTS[ingest]}, hostile ${COUNTS[hostile]}, sharded ${COUNTS[sharded]}, package ${COUNTS[package]}, smd ${COUNTS[smd]}"
