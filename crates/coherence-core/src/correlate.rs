@@ -257,6 +257,19 @@ pub fn correlate_with(
         };
         let mut short: Vec<&Signal> = mine.iter().copied().filter(|s| !is_long(s)).collect();
         let long: Vec<&Signal> = mine.iter().copied().filter(|s| is_long(s)).collect();
+        // The onset of a long level shift was news when it happened: it
+        // takes part in grouping as a point at its start, so a sustained shift opens an
+        // incident by itself, in a full rescan as in the run that first saw it begin; after
+        // its onset it is context. (Trends have no onset: their start is where the fit began.)
+        let onsets: Vec<Signal> = long
+            .iter()
+            .filter(|s| has_onset(&s.anomaly_kind))
+            .map(|s| Signal {
+                end: s.start,
+                ..(*s).clone()
+            })
+            .collect();
+        short.extend(onsets.iter());
         short.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
         // Single-linkage grouping on [start, end] with the tolerance.
         let mut groups: Vec<Vec<&Signal>> = Vec::new();
@@ -299,7 +312,9 @@ pub fn correlate_with(
                 .iter()
                 .copied()
                 .filter(|s| {
-                    s.start <= last.saturating_add(tol) && s.end >= first.saturating_sub(tol)
+                    s.start <= last.saturating_add(tol)
+                        && s.end >= first.saturating_sub(tol)
+                        && !g.iter().any(|m| m.id == s.id)
                 })
                 .collect();
             context.sort_by(|a, b| {
@@ -316,6 +331,12 @@ pub fn correlate_with(
         }
     }
     out
+}
+
+/// Whether a long anomaly of this kind has a meaningful start (a change point), as level shifts
+/// do; trends and leaks start where their fit began, volatility changes at a window boundary.
+fn has_onset(kind: &str) -> bool {
+    matches!(kind, "level_shift_up" | "level_shift_down")
 }
 
 /// The strongest anomaly of each metric (ties: the earliest), in metric order.
@@ -940,7 +961,12 @@ mod tests {
             91.0,
             0.9,
         ));
-        let i = &correlate(&s, &[], &CorrelateParams::default())[0];
+        let all = correlate(&s, &[], &CorrelateParams::default());
+        // (a long shift's onset, hours earlier, is an incident of its own)
+        let i = all
+            .iter()
+            .find(|i| i.error_count > 0)
+            .expect("the error burst");
         assert!(
             i.narrative
                 .contains("- CPU volatility 4.0x its baseline (sustained)"),
@@ -1187,6 +1213,52 @@ mod tests {
     }
 
     #[test]
+    fn a_sustained_shift_opens_an_incident_at_its_onset_and_a_leak_does_not() {
+        let p = CorrelateParams::default();
+        // A level shift of 5 hours (risk 0.95): one incident from its onset, however long it
+        // lasts by the time it is correlated.
+        let shift = anom(
+            1,
+            "db-1",
+            "m24",
+            "level_shift_down",
+            T,
+            T + 300 * MIN,
+            3.0,
+            0.95,
+        );
+        let got = correlate(&[shift.clone()], &[], &p);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].opened_at, got[0].last_signal_at), (T, T));
+        assert_eq!(got[0].signal_ids, vec!["anomaly:1".to_string()]);
+        assert!(got[0].context_ids.is_empty());
+        // The same shift while still short (the first run to see it) gives the same opening.
+        let early = anom(
+            1,
+            "db-1",
+            "m24",
+            "level_shift_down",
+            T,
+            T + 10 * MIN,
+            3.0,
+            0.95,
+        );
+        assert_eq!(correlate(&[early], &[], &p)[0].opened_at, T);
+        // A long leak alone opens nothing: its start is where the fit began, not a change.
+        let leak = anom(
+            2,
+            "db-1",
+            "memory",
+            "leak",
+            T - 600 * MIN,
+            T + 300 * MIN,
+            80.0,
+            0.99,
+        );
+        assert!(correlate(&[leak], &[], &p).is_empty());
+    }
+
+    #[test]
     fn zero_baseline_volatility_never_prints_nan() {
         let mut v = anom(
             5,
@@ -1206,7 +1278,12 @@ mod tests {
             err(3, "db-1", T + 2 * MIN),
             v,
         ];
-        let i = &correlate(&s, &[], &CorrelateParams::default())[0];
+        let all = correlate(&s, &[], &CorrelateParams::default());
+        // (a long shift's onset, hours earlier, is an incident of its own)
+        let i = all
+            .iter()
+            .find(|i| i.error_count > 0)
+            .expect("the error burst");
         assert!(
             !i.narrative.contains("NaN") && !i.narrative.contains("inf"),
             "{}",
