@@ -773,13 +773,26 @@ COMMENT ON COLUMN coherence.alert_deliveries.watch_since IS 'Watcher alerts: the
 COMMENT ON COLUMN coherence.alert_deliveries.detail IS 'Watcher alerts: coherence.health() detail at the time.';
 COMMENT ON COLUMN coherence.alert_deliveries.destination IS 'Destination name from the [alert] config (a Slack webhook or PagerDuty service).';
 COMMENT ON COLUMN coherence.alert_deliveries.action IS 'trigger (incident at or above the risk threshold) or resolve (incident resolved or merged).';
-COMMENT ON COLUMN coherence.alert_deliveries.status IS 'pending, delivered, or failed (gave up after the maximum attempts).';
+COMMENT ON COLUMN coherence.alert_deliveries.status IS 'pending, delivered, or failed (gave up: the maximum attempts, or a permanent refusal such as HTTP 400/403/404; a resolve is sent only after a delivered trigger). Re-queue with UPDATE coherence.alert_deliveries SET status = ''pending'', attempts = 0, next_attempt_at = now() WHERE status = ''failed'';';
 COMMENT ON COLUMN coherence.alert_deliveries.attempts IS 'Delivery attempts so far.';
 COMMENT ON COLUMN coherence.alert_deliveries.next_attempt_at IS 'Earliest time of the next attempt (backoff).';
 COMMENT ON COLUMN coherence.alert_deliveries.last_error IS 'Error of the last failed attempt (no secrets).';
 COMMENT ON COLUMN coherence.alert_deliveries.response IS 'Response status of the delivered attempt.';
 COMMENT ON COLUMN coherence.alert_deliveries.delivered_at IS 'When the destination acknowledged it.';
 COMMENT ON COLUMN coherence.alert_deliveries.created_at IS 'When it was queued.';
+-- Where each destination's alerting starts (coherence-ingest alert --since): its first start by
+-- default, so a new destination is not paged for every incident in the database.
+CREATE TABLE coherence.alert_destinations (
+    destination text PRIMARY KEY,
+    since       timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE coherence.alert_destinations IS
+    'Destinations of coherence-ingest alert and where their alerting starts: incidents recorded (created_at) before since are not alerted (set on the first start, or by --since).';
+COMMENT ON COLUMN coherence.alert_destinations.destination IS 'Destination name from the [alert] config.';
+COMMENT ON COLUMN coherence.alert_destinations.since IS 'Incidents recorded (created_at) at or after this are alerted; -infinity for all.';
+COMMENT ON COLUMN coherence.alert_destinations.created_at IS 'When the destination first started.';
+SELECT pg_catalog.pg_extension_config_dump('coherence.alert_destinations', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.alert_deliveries_id_seq', '');
 

@@ -399,6 +399,20 @@ ALTER TABLE coherence.alert_deliveries
     ADD CONSTRAINT alert_deliveries_subject CHECK ((incident_id IS NULL) <> (watch_since IS NULL));
 CREATE UNIQUE INDEX alert_deliveries_watch_once_idx ON coherence.alert_deliveries (watch_since, destination, action)
     WHERE incident_id IS NULL;
+COMMENT ON COLUMN coherence.alert_deliveries.status IS 'pending, delivered, or failed (gave up: the maximum attempts, or a permanent refusal such as HTTP 400/403/404; a resolve is sent only after a delivered trigger). Re-queue with UPDATE coherence.alert_deliveries SET status = ''pending'', attempts = 0, next_attempt_at = now() WHERE status = ''failed'';';
+-- Where each destination's alerting starts (coherence-ingest alert --since): its first start by
+-- default, so a new destination is not paged for every incident in the database.
+CREATE TABLE coherence.alert_destinations (
+    destination text PRIMARY KEY,
+    since       timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE coherence.alert_destinations IS
+    'Destinations of coherence-ingest alert and where their alerting starts: incidents recorded (created_at) before since are not alerted (set on the first start, or by --since).';
+COMMENT ON COLUMN coherence.alert_destinations.destination IS 'Destination name from the [alert] config.';
+COMMENT ON COLUMN coherence.alert_destinations.since IS 'Incidents recorded (created_at) at or after this are alerted; -infinity for all.';
+COMMENT ON COLUMN coherence.alert_destinations.created_at IS 'When the destination first started.';
+SELECT pg_catalog.pg_extension_config_dump('coherence.alert_destinations', '');
 
 CREATE OR REPLACE FUNCTION coherence.detect_events(since timestamptz, until timestamptz,
                                         lookback interval DEFAULT interval '7 days',

@@ -66,6 +66,60 @@ pub struct AlertArgs {
     /// ... or when this many runs in a row have failed.
     #[arg(long, default_value_t = 2)]
     pub watch_failures: i64,
+
+    /// Alert on incidents recorded (incidents.created_at) since this point: `all` (every
+    /// incident in the database), a duration back from now (`24h`) or a time
+    /// (`2026-11-29T00:00:00Z`). Recorded per destination in coherence.alert_destinations on its
+    /// first start (default: that start, so a new destination does not page for history);
+    /// given again, it moves it.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<Since>,
+}
+
+/// Where a destination's alerting starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Since {
+    All,
+    Ago(Duration),
+    At(String),
+}
+
+fn parse_since(s: &str) -> Result<Since, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(Since::All);
+    }
+    if s.chars().next().is_some_and(|c| c.is_ascii_digit()) && !s.contains('-') {
+        return parse_duration(s).map(Since::Ago);
+    }
+    if s.len() >= 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-' {
+        return Ok(Since::At(s.to_string()));
+    }
+    Err(format!(
+        "--since takes all, a duration such as 24h, or a time such as 2026-11-29T00:00:00Z, not '{s}'"
+    ))
+}
+
+/// A failed delivery: the receiver's or the transport's reason, whether retrying can help, and
+/// how long the receiver asked us to wait (Retry-After, in seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub message: String,
+    pub permanent: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// A 4xx other than 408 (timeout) and 429 (rate limit) will fail again: an invalid routing key,
+/// a revoked webhook. Everything else (5xx, timeouts, connection errors) may pass later.
+pub fn permanent_status(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+/// Retry-After in seconds (the HTTP-date form is not used by Slack or PagerDuty and is ignored),
+/// at most an hour.
+pub fn retry_after_secs(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// A destination with its secret resolved.
@@ -220,7 +274,9 @@ async fn enqueue(db: &Client, dests: &[Dest], min_risk: f64) -> Result<u64> {
     let t = db
         .execute(
             "INSERT INTO coherence.alert_deliveries (incident_id, destination, action)
-             SELECT i.id, d.name, 'trigger' FROM coherence.incidents i CROSS JOIN unnest($1::text[]) d(name)
+             SELECT i.id, d.destination, 'trigger'
+               FROM coherence.incidents i JOIN coherence.alert_destinations d
+                 ON d.destination = ANY ($1::text[]) AND i.created_at >= d.since
               WHERE i.status <> 'merged' AND i.risk >= $2 AND i.muted_by IS NULL
              ON CONFLICT (incident_id, destination, action) DO NOTHING",
             &[&names, &min_risk],
@@ -231,7 +287,7 @@ async fn enqueue(db: &Client, dests: &[Dest], min_risk: f64) -> Result<u64> {
             "INSERT INTO coherence.alert_deliveries (incident_id, destination, action)
              SELECT t.incident_id, t.destination, 'resolve'
                FROM coherence.alert_deliveries t JOIN coherence.incidents i ON i.id = t.incident_id
-              WHERE t.action = 'trigger' AND t.destination = ANY ($1::text[])
+              WHERE t.action = 'trigger' AND t.status = 'delivered' AND t.destination = ANY ($1::text[])
                 AND i.status IN ('resolved', 'merged')
              ON CONFLICT (incident_id, destination, action) DO NOTHING",
             &[&names],
@@ -342,7 +398,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn post(&self, dest: &Dest, body: &serde_json::Value) -> Result<String, String> {
+    async fn post(&self, dest: &Dest, body: &serde_json::Value) -> Result<String, Failure> {
         let url = match dest {
             Dest::Slack { url, .. } => url,
             Dest::PagerDuty { events_url, .. } => events_url,
@@ -362,18 +418,31 @@ impl Sender {
                 } else {
                     "request failed"
                 };
-                format!("{kind}: {}", e.without_url())
+                Failure {
+                    message: format!("{kind}: {}", e.without_url()),
+                    permanent: false,
+                    retry_after: None,
+                }
             })?;
         let status = resp.status();
+        let retry_after = retry_after_secs(
+            resp.headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             Ok(format!("HTTP {}", status.as_u16()))
         } else {
-            Err(format!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                text.chars().take(200).collect::<String>()
-            ))
+            Err(Failure {
+                message: format!(
+                    "HTTP {}: {}",
+                    status.as_u16(),
+                    text.chars().take(200).collect::<String>()
+                ),
+                permanent: permanent_status(status.as_u16()),
+                retry_after,
+            })
         }
     }
 
@@ -400,7 +469,7 @@ impl Sender {
                                WHERE t.incident_id IS NOT DISTINCT FROM d.incident_id
                                  AND t.watch_since IS NOT DISTINCT FROM d.watch_since
                                  AND t.destination = d.destination
-                                 AND t.action = 'trigger' AND t.status <> 'pending'))
+                                 AND t.action = 'trigger' AND t.status = 'delivered'))
                       ORDER BY d.next_attempt_at, d.id
                       LIMIT 1
                       FOR UPDATE OF d SKIP LOCKED",
@@ -470,12 +539,17 @@ impl Sender {
                     delivered += 1;
                     tracing::info!(subject = %what, destination = %dest_name, %action, %status, "delivered");
                 }
-                Err(err) => {
+                Err(failure) => {
                     let n = attempts + 1;
                     let base = self.retry_base.as_secs_f64() * 2f64.powi((n - 1).min(16));
                     let jitter = 1.0 + self.rng.lock().unwrap().uniform();
-                    let wait = (base * jitter).min(600.0);
-                    let give_up = n >= self.max_attempts;
+                    // The receiver's Retry-After, when longer than our own backoff.
+                    let wait = (base * jitter)
+                        .min(600.0)
+                        .max(failure.retry_after.map_or(0.0, |d| d.as_secs_f64()));
+                    // A permanent refusal (a 4xx but 408/429) is not retried.
+                    let give_up = n >= self.max_attempts || failure.permanent;
+                    let err = failure.message;
                     tx.execute(
                         "UPDATE coherence.alert_deliveries SET attempts = $2, last_error = $3,
                                 status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END,
@@ -485,7 +559,7 @@ impl Sender {
                     .await?;
                     tx.commit().await?;
                     if give_up {
-                        tracing::error!(subject = %what, destination = %dest_name, %action, attempts = n, error = %err, "giving up");
+                        tracing::error!(subject = %what, destination = %dest_name, %action, attempts = n, permanent = failure.permanent, error = %err, "giving up");
                     } else {
                         tracing::warn!(subject = %what, destination = %dest_name, %action, attempt = n, retry_in_secs = wait, error = %err, "delivery failed");
                     }
@@ -513,6 +587,38 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     }
     let dests = destinations(&section)?;
     let mut db = crate::db::connect(url).await?;
+    // Where each destination's alerting starts: its first start (a new destination does not
+    // page for history), unless --since says otherwise.
+    let names: Vec<String> = dests.iter().map(|d| d.name().to_string()).collect();
+    let (since_sql, since_arg): (&str, Option<String>) = match &args.since {
+        None => ("now()", None),
+        Some(Since::All) => ("'-infinity'::timestamptz", None),
+        Some(Since::Ago(d)) => (
+            "now() - make_interval(secs => $2::text::double precision)",
+            Some(d.as_secs_f64().to_string()),
+        ),
+        Some(Since::At(t)) => ("$2::text::timestamptz", Some(t.clone())),
+    };
+    let conflict = if args.since.is_some() {
+        "DO UPDATE SET since = excluded.since"
+    } else {
+        "DO NOTHING"
+    };
+    let sql = format!(
+        "INSERT INTO coherence.alert_destinations (destination, since)
+         SELECT d, {since_sql} FROM unnest($1::text[]) d
+         ON CONFLICT (destination) {conflict}"
+    );
+    match &since_arg {
+        Some(a) => db.execute(&sql, &[&names, a]).await,
+        None => db.execute(&sql, &[&names]).await,
+    }
+    .with_context(|| {
+        format!(
+            "cannot record where alerting starts (--since {:?})",
+            args.since
+        )
+    })?;
     let url = url.expect("connect checked it");
     // A second connection LISTENs; notifications arrive on a channel.
     let (listener, mut conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -556,9 +662,18 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut total = 0u64;
     loop {
-        let queued = enqueue(&db, &sender.dests, min_risk).await?
-            + enqueue_watch(&db, &sender.dests, args.watch_after, args.watch_failures).await?;
-        let sent = sender.deliver_due(&mut db).await?;
+        // Queue and deliver until nothing more is sent: a delivered trigger makes its resolve
+        // due (resolves follow delivered triggers only).
+        let (mut queued, mut sent) = (0, 0);
+        loop {
+            queued += enqueue(&db, &sender.dests, min_risk).await?
+                + enqueue_watch(&db, &sender.dests, args.watch_after, args.watch_failures).await?;
+            let n = sender.deliver_due(&mut db).await?;
+            sent += n;
+            if n == 0 {
+                break;
+            }
+        }
         total += sent;
         if queued > 0 || sent > 0 {
             tracing::info!(queued, delivered = sent, "alert pass");
@@ -684,5 +799,45 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("running again"));
+    }
+
+    #[test]
+    fn since_takes_all_a_duration_or_a_time() {
+        assert_eq!(parse_since("all"), Ok(Since::All));
+        assert_eq!(
+            parse_since("24h"),
+            Ok(Since::Ago(Duration::from_secs(86_400)))
+        );
+        assert_eq!(
+            parse_since("2026-11-29T00:00:00Z"),
+            Ok(Since::At("2026-11-29T00:00:00Z".into()))
+        );
+        assert!(parse_since("yesterday")
+            .unwrap_err()
+            .contains("--since takes all"));
+        assert!(parse_since("12x").is_err());
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_retry_after_is_read() {
+        for code in [400, 401, 403, 404, 410, 422] {
+            assert!(permanent_status(code), "{code}");
+        }
+        for code in [408, 429, 500, 502, 503, 200] {
+            assert!(!permanent_status(code), "{code}");
+        }
+        assert_eq!(
+            retry_after_secs(Some(" 30 ")),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after_secs(Some("999999")),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            retry_after_secs(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(retry_after_secs(None), None);
     }
 }

@@ -22,6 +22,8 @@ struct Receiver {
     /// Hold this many requests without answering (a hang), acknowledging nothing.
     hang_next: Arc<Mutex<u32>>,
     in_flight: Arc<Mutex<u32>>,
+    /// Raw HTTP responses to send first (e.g. a 400 or a 429 with Retry-After); not acknowledged.
+    reply_next: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
@@ -33,6 +35,7 @@ impl Receiver {
             fail_next: Arc::default(),
             hang_next: Arc::default(),
             in_flight: Arc::default(),
+            reply_next: Arc::default(),
         };
         let me = r.clone();
         tokio::spawn(async move {
@@ -86,6 +89,15 @@ impl Receiver {
                         *me.in_flight.lock().unwrap() -= 1;
                         return;
                     }
+                    let canned = {
+                        let mut r = me.reply_next.lock().unwrap();
+                        (!r.is_empty()).then(|| r.remove(0))
+                    };
+                    if let Some(raw) = canned {
+                        let _ = sock.write_all(raw.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                        return;
+                    }
                     let fail = {
                         let mut f = me.fail_next.lock().unwrap();
                         let x = *f > 0;
@@ -128,6 +140,9 @@ fn config(tag: &str, min_risk: f64) -> std::path::PathBuf {
     p
 }
 
+/// In `alert`'s args: start as a destination's first start would (no --since).
+const FIRST_START: &str = "<first start>";
+
 fn alert(
     db: &str,
     cfg: &std::path::Path,
@@ -144,15 +159,17 @@ fn alert(
         .arg("alert")
         .arg("--config")
         .arg(cfg)
-        .args(args)
+        .args(args.iter().filter(|a| **a != FIRST_START))
         .kill_on_drop(true);
     // Test-friendly defaults unless the test sets them.
     for (flag, value) in [
         ("--retry-base", "200ms"),
         ("--poll", "300ms"),
         ("--timeout", "3s"),
+        // The scenarios are recorded before the alerter starts: alert on them too.
+        ("--since", "all"),
     ] {
-        if !args.contains(&flag) {
+        if !args.contains(&flag) && !(flag == "--since" && args.contains(&FIRST_START)) {
             c.args([flag, value]);
         }
     }
@@ -546,4 +563,113 @@ async fn json_logs_are_one_object_a_line() {
         "{err}"
     );
     assert!(!err.contains('\u{1b}'), "no ANSI codes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_pages_no_history_and_a_refusal_is_not_retried() {
+    let (db, old) = scenario("alert_since").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    let cfg = config("since", 0.8);
+    // First start, no --since: the incident recorded before it is history, not a page.
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once", FIRST_START])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(slack.acked().is_empty() && pd.acked().is_empty());
+    let c = connect(&db.conn).await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM coherence.alert_destinations WHERE since > now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "both destinations start now");
+    // A new incident after the start pages; PagerDuty refuses it (invalid routing key): the
+    // refusal is recorded after one attempt, and no resolve follows a trigger never delivered.
+    pd.reply_next.lock().unwrap().push(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 38\r\nConnection: close\r\n\r\n{\"status\":\"invalid event\",\"errors\":[]}"
+            .to_string(),
+    );
+    c.batch_execute(
+        "INSERT INTO coherence.signal_events (ts, host, fingerprint, severity, source, source_id, message)
+         SELECT '2025-12-13 06:00+00'::timestamptz + k * interval '20 seconds', 'host-stressed',
+                'host-stressed:error', 'error', 'test', 'new' || k, 'HTTP 500'
+           FROM generate_series(0, 11) k;
+         SELECT coherence.run_detection();",
+    )
+    .await
+    .unwrap();
+    let o = alert(&db.conn, &cfg, &slack, &pd, &["--once", FIRST_START])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success());
+    let s = slack.acked();
+    assert_eq!(
+        s.len(),
+        2,
+        "trigger and resolve of the new incident only: {s:?}"
+    );
+    assert!(!s[0]["text"].as_str().unwrap().contains(&format!("#{old}*")));
+    assert!(pd.acked().is_empty());
+    let rows = c
+        .query(
+            "SELECT action, status, attempts, last_error FROM coherence.alert_deliveries
+              WHERE destination = 'pagerduty' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "no resolve for a trigger never delivered");
+    let (action, status, attempts, err): (String, String, i32, String) = (
+        rows[0].get(0),
+        rows[0].get(1),
+        rows[0].get(2),
+        rows[0].get(3),
+    );
+    assert_eq!(
+        (action.as_str(), status.as_str(), attempts),
+        ("trigger", "failed", 1)
+    );
+    assert!(err.contains("HTTP 400"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let (db, _) = scenario("alert_retry_after").await;
+    let (slack, pd) = (Receiver::start().await, Receiver::start().await);
+    slack.reply_next.lock().unwrap().push(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 12\r\nConnection: close\r\n\r\nrate limited"
+            .to_string(),
+    );
+    let o = alert(
+        &db.conn,
+        &config("retry_after", 0.8),
+        &slack,
+        &pd,
+        &["--once"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(o.status.success());
+    let c = connect(&db.conn).await;
+    let r = c
+        .query_one(
+            "SELECT status, attempts, extract(epoch FROM next_attempt_at - now())::float8
+               FROM coherence.alert_deliveries WHERE destination = 'slack' AND action = 'trigger'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, attempts, wait): (String, i32, f64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((status.as_str(), attempts), ("pending", 1));
+    assert!(
+        wait > 25.0 && wait <= 30.5,
+        "next attempt in {wait}s, Retry-After said 30"
+    );
+    assert!(slack.acked().is_empty());
 }
