@@ -5,11 +5,13 @@
 //!   for benchmarks), written with COPY and idempotent.
 //! * `datadog`: Datadog metrics and events, incremental and exactly once.
 //! * `alert`: incidents to Slack and PagerDuty, each delivery once.
+//! * `serve`: the live incident view (one page, a JSON API, updates pushed from NOTIFY).
 
 mod alert;
 mod config;
 mod datadog;
 mod db;
+mod serve;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 #[command(
     name = "coherence-ingest",
     version,
-    about = "Feed Coherence's tables in PostgreSQL: Datadog metrics and events, or the seeded flight simulator.",
+    about = "Feed Coherence's tables in PostgreSQL (Datadog, the seeded flight simulator), deliver alerts, serve the live incident view.",
     long_about = "Feed Coherence's tables (coherence.metrics, coherence.signal_events) in PostgreSQL.\n\n\
         The database is given by --database-url or DATABASE_URL, as a URL \
         (postgresql://user@host:5432/db) or a libpq key=value string \
@@ -71,6 +73,17 @@ enum Command {
         after_help = "Examples:\n  SLACK_WEBHOOK_URL=... PAGERDUTY_ROUTING_KEY=... coherence-ingest alert -c ingestor/coherence.example.toml\n  coherence-ingest alert -c coherence.toml --once     # deliver what is due and exit"
     )]
     Alert(alert::AlertArgs),
+    /// Serve the live incident view: one page, a JSON API, updates pushed as they happen.
+    ///
+    /// Incidents (open first) with timeline, narrative, hypotheses, causal graph and a plot per
+    /// member metric (series, expected band, anomalies, error events, time to exhaustion).
+    /// New, updated and resolved incidents reach open pages from LISTEN coherence_incidents
+    /// (server-sent events, no polling). Connect as a login role granted coherence_reader.
+    /// Binds 127.0.0.1:8080; any non-loopback address requires a token. See docs/live-view.md.
+    #[command(
+        after_help = "Examples:\n  DATABASE_URL=postgresql://viewer@localhost/coherence coherence-ingest serve\n  coherence-ingest serve --bind 127.0.0.1:0          # any free port; the URL is printed\n  COHERENCE_SERVE_TOKEN=$(openssl rand -hex 16) coherence-ingest serve --bind 0.0.0.0:8080"
+    )]
+    Serve(serve::ServeArgs),
 }
 
 #[tokio::main]
@@ -101,6 +114,9 @@ async fn main() -> ExitCode {
             .map(|_| ExitCode::SUCCESS),
         Command::Datadog(args) => datadog::run(cli.database_url.as_deref(), args).await,
         Command::Alert(args) => alert::run(cli.database_url.as_deref(), args)
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(cli.database_url.as_deref(), args)
             .await
             .map(|_| ExitCode::SUCCESS),
     };
