@@ -18,7 +18,7 @@ SUDO := $(if $(SUDO_FLAG),sudo)
 URL = $$(scripts/pg.sh url)
 
 .PHONY: help setup build install start stop destroy db demo report psql test test-unit test-pgrx \
-        test-regress test-ingest fmt lint clean eval bench
+        test-regress test-ingest fmt lint clean eval bench serve
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,7 +48,8 @@ deb: setup ## Build the extension's Debian package (target/postgresql-15-coheren
 start: ## Start the local cluster (no-op with DATABASE_URL)
 	@scripts/pg.sh start
 
-stop: ## Stop the local cluster
+stop: ## Stop the live view started by make demo, and the local cluster
+	@scripts/serve.sh stop
 	@scripts/pg.sh stop
 
 destroy: ## Stop and delete the local cluster
@@ -72,6 +73,7 @@ demo: db build ## Set up everything, load the flight simulator's scenario, print
 	@DATABASE_URL="$(URL)" $(INGEST) simulate --start "$$(psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -tAf sql/demo_start.sql)"
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -tAc "SELECT 'run_detection: ' || coherence.run_detection()::text"
 	@$(MAKE) --no-print-directory report
+	@scripts/serve.sh start
 	@echo "The cluster keeps running: 'make psql' opens psql on it, 'make stop' stops it."
 
 eval: start ## Score detection on labelled real data: single series (eval/), then multi-metric SMD (eval/smd/)
@@ -89,6 +91,9 @@ bench: db build ## Benchmark vs PostgreSQL's aggregates and the client-side appr
 
 report: ## Print the detection report over all data in the database
 	@psql -X -q "$(URL)" -v ON_ERROR_STOP=1 -f sql/report.sql
+
+serve: build start ## Serve the live incident view in the foreground (docs/live-view.md; COHERENCE_SERVE_BIND=127.0.0.1:8080)
+	@scripts/serve.sh run
 
 psql: start ## Open psql on the demo database; pass arguments with ARGS='...'
 	psql -X "$(URL)" $(ARGS)

@@ -75,7 +75,7 @@ async function loadList() {
       el("td", { class: riskClass(i.risk) }, Number(i.risk).toFixed(2)),
       el("td", {}, i.host),
       el("td", {}, i.hypothesis),
-      el("td", {}, fmtTime(i.last_signal_at)));
+      el("td", { class: "nowrap", title: fmtTime(i.last_signal_at) }, fmtTime(i.last_signal_at).slice(5)));
     return tr;
   }));
   for (const i of state.incidents) state.seen.add(i.id);
@@ -143,11 +143,19 @@ function hypothesesList(hs) {
       h.evidence ? el("span", { class: "hint" }, ` — ${Array.isArray(h.evidence) ? h.evidence.join("; ") : h.evidence}`) : null))));
 }
 
+// Consecutive error events with the same message are one row ("13 × error", first–last).
 function timeline(rows) {
+  const groups = [];
+  for (const r of rows || []) {
+    const g = groups[groups.length - 1];
+    if (g && r.signal === "error" && g.r.signal === "error" && g.r.detail === r.detail) { g.n++; g.last = r.at; }
+    else groups.push({ r, n: 1, last: r.at });
+  }
   return el("table", { class: "timeline" },
     el("thead", {}, el("tr", {}, ["at (UTC)", "signal", "metric", "kind", "value", "risk", "detail"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, (rows || []).map((r) => el("tr", { class: r.is_context ? "context" : null },
-      el("td", {}, fmtTime(r.at)), el("td", {}, r.signal), el("td", {}, r.metric), el("td", {}, r.kind),
+    el("tbody", {}, groups.map(({ r, n, last }) => el("tr", { class: r.is_context ? "context" : null, "data-signals": n },
+      el("td", { class: "nowrap" }, n > 1 ? `${fmtTime(r.at)} – ${fmtTime(last).slice(11)}` : fmtTime(r.at)),
+      el("td", {}, n > 1 ? `${n} × ${r.signal}` : r.signal), el("td", {}, r.metric), el("td", {}, r.kind),
       el("td", {}, fmtNum(r.value)), el("td", {}, r.risk === null ? "" : Number(r.risk).toFixed(2)), el("td", {}, r.detail)))));
 }
 
