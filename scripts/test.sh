@@ -7,7 +7,8 @@
 #               scratch databases with the demo data, and packaging/systemd/*.service checked by
 #               systemd-analyze verify (tests/systemd_units.sh)
 #   5. ingest:  integration tests against the cluster (COPY, pg_dump/restore, NOTIFY, pg_cron,
-#               cancellation, concurrent runs, late commits)
+#               cancellation, concurrent runs, late commits, the live view in headless chromium,
+#               every Grafana panel's SQL as the reader role)
 #   6. hostile: inputs that used to abort the server, on a cluster under ulimit -v (tests/memlimit.sh)
 #   7. sharded: a coordinator and two shard clusters over postgres_fdw (tests/sharded.sh, docs/scale.md)
 #   8. package: scripts/deb.sh's .deb installed with dpkg, then used in a clean throwaway cluster

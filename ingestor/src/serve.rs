@@ -49,8 +49,9 @@ pub struct ServeArgs {
     pub bind: SocketAddr,
 
     /// Access token: every request must carry `Authorization: Bearer <token>` or the cookie
-    /// set by opening `/?token=<token>` once. At least 16 characters. Prefer the environment
-    /// variable (a command line is visible to other local users).
+    /// set by opening `/?token=<token>` once. At least 16 characters of letters, digits and
+    /// `-._~` (e.g. `openssl rand -hex 16`). Prefer the environment variable (a command line is
+    /// visible to other local users).
     #[arg(long, env = "COHERENCE_SERVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
@@ -148,6 +149,13 @@ pub fn check_access(bind: &SocketAddr, token: Option<&str>) -> Result<Option<Str
     let token = token.map(str::trim).filter(|t| !t.is_empty());
     match token {
         Some(t) if t.len() < 16 => bail!("--token must be at least 16 characters"),
+        Some(t)
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+        {
+            bail!("--token may hold only letters, digits and - . _ ~ (it travels in a URL and a cookie)")
+        }
         Some(t) => Ok(Some(t.to_string())),
         None if !is_loopback(bind) => bail!(
             "--bind {bind} is not a loopback address: set a token (--token or \
@@ -574,7 +582,10 @@ async fn listen_loop(st: Shared) {
 }
 
 async fn listen_once(st: &Shared, first: bool) -> Result<()> {
-    let (client, mut conn) = tokio_postgres::connect(&st.url, tokio_postgres::NoTls)
+    let mut config: tokio_postgres::Config = st.url.parse()?;
+    config.application_name("coherence-ingest serve (listen)");
+    let (client, mut conn) = config
+        .connect(tokio_postgres::NoTls)
         .await
         .context("cannot connect to PostgreSQL")?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<String, String>>();
@@ -587,7 +598,11 @@ async fn listen_once(st: &Shared, first: bool) -> Result<()> {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let msg = e.as_db_error().map_or_else(
+                        || e.to_string(),
+                        |d| format!("{} ({})", d.message(), d.code().code()),
+                    );
+                    let _ = tx.send(Err(msg));
                     return;
                 }
             }
@@ -709,6 +724,7 @@ mod tests {
             .to_string()
             .contains("not a loopback address"));
         assert!(check_access(&any, Some("short")).is_err());
+        assert!(check_access(&any, Some("0123456789abcdef;x")).is_err());
         assert_eq!(
             check_access(&any, Some("0123456789abcdef"))
                 .unwrap()

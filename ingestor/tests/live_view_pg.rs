@@ -586,3 +586,93 @@ async fn token_guards_every_request() {
     let _ = server.start_kill();
     let _ = server.wait().await;
 }
+
+/// Reads server-sent events until one named `name` arrives; returns its data.
+async fn next_event(resp: &mut reqwest::Response, buf: &mut String, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut event = "message";
+            let mut data = String::new();
+            for l in block.lines() {
+                if let Some(e) = l.strip_prefix("event: ") {
+                    event = e;
+                } else if let Some(d) = l.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if event == name {
+                return data;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no '{name}' event within 10 s"))
+            .unwrap()
+            .expect("event stream ended");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn events_survive_a_dropped_database_connection() {
+    let db = TestDb::new("live_drop").await;
+    let viewer = Viewer::new("live_drop").await;
+    let (mut server, url) = serve(
+        &with_user(&db.conn, &viewer.name),
+        &["--bind", "127.0.0.1:0"],
+        &[],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let mut events = http.get(format!("{url}api/events")).send().await.unwrap();
+    assert_eq!(
+        events.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut buf = String::new();
+    next_event(&mut events, &mut buf, "hello").await;
+    // The database drops both of serve's sessions (a restart, a failover, an admin).
+    let admin_c = connect(&db.conn).await;
+    let killed: i64 = admin_c
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND usename = $1) t",
+            &[&viewer.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 2, "serve holds a query and a LISTEN session");
+    // The listener comes back and tells the page to refetch ...
+    next_event(&mut events, &mut buf, "resync").await;
+    // ... notifications flow again, and the API reconnects.
+    admin_c
+        .batch_execute(
+            "INSERT INTO coherence.metrics (host, metric_name, value, \"timestamp\")
+             SELECT 'web-drop', 'cpu', CASE WHEN i = 1300 THEN 97.5 ELSE 30.0 + ((i * 7919) % 11 - 5) END,
+                    '2025-12-12 00:00+00'::timestamptz + i * interval '1 minute'
+               FROM generate_series(0, 1439) i;
+             INSERT INTO coherence.signal_events (ts, host, fingerprint, severity, source, source_id)
+             SELECT '2025-12-12 21:42+00'::timestamptz + k * interval '20 seconds', 'web-drop', 'e', 'error', 't', 'e' || k
+               FROM generate_series(0, 5) k;
+             SELECT coherence.run_detection();",
+        )
+        .await
+        .unwrap();
+    let data = next_event(&mut events, &mut buf, "incident").await;
+    let payload: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(payload["host"], "web-drop", "{payload}");
+    assert_eq!(payload["event"], "opened", "{payload}");
+    let (s, list) = get_json(&http, &format!("{url}api/incidents")).await;
+    assert_eq!(s, 200, "{list}");
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["host"] == "web-drop"));
+    let _ = server.start_kill();
+    let _ = server.wait().await;
+}

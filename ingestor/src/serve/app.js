@@ -125,7 +125,7 @@ async function select(id) {
     try { return plot(await api(`api/series?${q}`), inc); } catch (e) { return el("p", { class: "error" }, `${m}: ${e.message}`); }
   }));
   if (seq !== loadSeq) return;
-  plots.replaceChildren(...figs);
+  plots.replaceChildren(...(figs.length ? figs : [el("p", { class: "hint" }, "No metric anomalies: error events only.")]));
   body.dataset.plots = String(figs.filter((f) => f.tagName === "FIGURE").length);
 }
 
