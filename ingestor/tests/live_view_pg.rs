@@ -492,6 +492,10 @@ async fn live_view_in_chromium() {
         "yes",
         "the page reloaded"
     );
+    let error = page
+        .eval("document.getElementById('error').hidden ? null : document.getElementById('error').textContent")
+        .await;
+    assert!(error.is_null(), "the page shows an error: {error}");
     let updates = page.eval("Number(document.body.dataset.updates)").await;
     assert!(
         updates.as_i64().unwrap() >= 1,

@@ -7,6 +7,7 @@
 const SVGNS = "http://www.w3.org/2000/svg";
 const body = document.body;
 const state = { incidents: [], selected: null, seen: new Set(), first: true };
+const MAX_PLOTS = 12, MAX_TIMELINE_ROWS = 500;
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -118,13 +119,14 @@ async function select(id) {
     el("h3", {}, "Causal graph"), causalGraph(inc),
     el("h3", {}, "Timeline"), timeline(inc.timeline));
   body.dataset.selected = String(id);
-  const metrics = memberMetrics(inc);
+  const all = memberMetrics(inc), metrics = all.slice(0, MAX_PLOTS);
   body.dataset.plots = "0";
   const figs = await Promise.all(metrics.map(async (m) => {
     const q = new URLSearchParams({ host: inc.host, metric: m, since: inc.plot_since, until: inc.plot_until });
     try { return plot(await api(`api/series?${q}`), inc); } catch (e) { return el("p", { class: "error" }, `${m}: ${e.message}`); }
   }));
   if (seq !== loadSeq) return;
+  if (all.length > metrics.length) figs.push(el("p", { class: "hint" }, `${all.length - metrics.length} more metrics not plotted: ${all.slice(MAX_PLOTS).join(", ")}`));
   plots.replaceChildren(...(figs.length ? figs : [el("p", { class: "hint" }, "No metric anomalies: error events only.")]));
   body.dataset.plots = String(figs.filter((f) => f.tagName === "FIGURE").length);
 }
@@ -151,12 +153,15 @@ function timeline(rows) {
     if (g && r.signal === "error" && g.r.signal === "error" && g.r.detail === r.detail) { g.n++; g.last = r.at; }
     else groups.push({ r, n: 1, last: r.at });
   }
-  return el("table", { class: "timeline" },
+  const more = groups.length - MAX_TIMELINE_ROWS;
+  if (more > 0) groups.length = MAX_TIMELINE_ROWS;
+  return el("div", {}, el("table", { class: "timeline" },
     el("thead", {}, el("tr", {}, ["at (UTC)", "signal", "metric", "kind", "value", "risk", "detail"].map((h) => el("th", {}, h)))),
     el("tbody", {}, groups.map(({ r, n, last }) => el("tr", { class: r.is_context ? "context" : null, "data-signals": n },
       el("td", { class: "nowrap" }, n > 1 ? `${fmtTime(r.at)} – ${fmtTime(last).slice(11)}` : fmtTime(r.at)),
       el("td", {}, n > 1 ? `${n} × ${r.signal}` : r.signal), el("td", {}, r.metric), el("td", {}, r.kind),
-      el("td", {}, fmtNum(r.value)), el("td", {}, r.risk === null ? "" : Number(r.risk).toFixed(2)), el("td", {}, r.detail)))));
+      el("td", {}, fmtNum(r.value)), el("td", {}, r.risk === null ? "" : Number(r.risk).toFixed(2)), el("td", {}, r.detail))))),
+    more > 0 ? el("p", { class: "hint" }, `${more} more rows: SELECT * FROM coherence.incident_timeline WHERE incident_id = ${rows[0].incident_id} ORDER BY at;`) : null);
 }
 
 // ---------- causal graph: signals left to right by time, edges "cause precedes effect" ----------
@@ -337,6 +342,10 @@ function connect() {
   es.addEventListener("resync", () => { loadList(); if (state.selected !== null) select(state.selected); });
   es.onerror = () => set("reconnecting", "reconnecting…");
 }
+
+// A script error is shown, not swallowed.
+window.addEventListener("error", (e) => showError(e.error || e.message));
+window.addEventListener("unhandledrejection", (e) => showError(e.reason));
 
 loadList();
 connect();
