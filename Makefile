@@ -106,7 +106,7 @@ fmt: ## Format the code
 
 lint: ## rustfmt check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked -p coherence-core -p coherence-ingest --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p coherence-core -p coherence-ingest --all-targets --features coherence-ingest/integration -- -D warnings
 	cd extension && $(CARGO) clippy --locked --all-targets -- -D warnings
 
 clean: ## Remove build output (not the cluster: see make destroy)

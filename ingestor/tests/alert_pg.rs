@@ -169,7 +169,8 @@ fn alert(
         // The scenarios are recorded before the alerter starts: alert on them too.
         ("--since", "all"),
     ] {
-        if !args.contains(&flag) && !(flag == "--since" && args.contains(&FIRST_START)) {
+        let first_start = flag == "--since" && args.contains(&FIRST_START);
+        if !args.contains(&flag) && !first_start {
             c.args([flag, value]);
         }
     }

@@ -1227,7 +1227,7 @@ mod tests {
             3.0,
             0.95,
         );
-        let got = correlate(&[shift.clone()], &[], &p);
+        let got = correlate(std::slice::from_ref(&shift), &[], &p);
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].opened_at, got[0].last_signal_at), (T, T));
         assert_eq!(got[0].signal_ids, vec!["anomaly:1".to_string()]);
