@@ -16,34 +16,14 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
     exit 0
 fi
 
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PORT=${COHERENCE_MEMLIMIT_PORT:-55499}
 LIMIT_KB=${COHERENCE_MEMLIMIT_KB:-700000}
 ROOT=/tmp/coherence-memlimit-$PORT
+. tests/lib/cluster.sh
+trap cluster_cleanup EXIT
+cluster_cleanup
 
-as_pg() {
-    # From /: the postgres user may not enter the caller's (private) working directory.
-    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-
-cleanup() {
-    if [ -f "$ROOT/data/PG_VERSION" ]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$ROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-cleanup
-
-install -d -m 0755 "$ROOT"
-install -d -o postgres -g postgres -m 0700 "$ROOT/data"
-install -d -o postgres -g postgres -m 0755 "$ROOT/run"
-as_pg "$PG_BIN/initdb" -D "$ROOT/data" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >>"$ROOT/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$ROOT/run'
-shared_buffers = 16MB
+cluster_init <<CONF
 max_parallel_workers_per_gather = 0
 log_min_messages = warning
 CONF

@@ -14,22 +14,12 @@ if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PORT=${COHERENCE_PACKAGE_PORT:-55497}
 ROOT=/tmp/coherence-package-$PORT
 SUDO=$([ "$(id -u)" = 0 ] && echo || echo sudo)
-
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-cleanup() {
-    if [ -f "$ROOT/data/PG_VERSION" ]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$ROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-cleanup
+. tests/lib/cluster.sh
+trap cluster_cleanup EXIT
+cluster_cleanup
 
 n=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
@@ -53,16 +43,7 @@ ok "dpkg -i installs it: $status"
 $SUDO dpkg --verify postgresql-15-coherence || fail "dpkg --verify reports changed files"
 ok "dpkg --verify: the installed files are the package's"
 
-install -d -m 0755 "$ROOT"
-install -d -o postgres -g postgres -m 0700 "$ROOT/data"
-install -d -o postgres -g postgres -m 0755 "$ROOT/run"
-as_pg "$PG_BIN/initdb" -D "$ROOT/data" --auth=trust --username=postgres -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >>"$ROOT/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$ROOT/run'
-shared_buffers = 16MB
-CONF
+cluster_init </dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$ROOT/data" -l "$ROOT/run/postgresql.log" -w -t 60 start >/dev/null
 q() { psql -X -q -v ON_ERROR_STOP=1 -tA "host=$ROOT/run port=$PORT user=${2:-postgres} dbname=${3:-postgres}" -c "$1"; }
 

@@ -304,28 +304,32 @@ async fn enqueue_watch(db: &Client, dests: &[Dest], after: Duration, failures: i
     }
     let names: Vec<String> = dests.iter().map(|d| d.name().to_string()).collect();
     let secs = after.as_secs_f64();
-    let t = db
-        .execute(
-            "INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
-             SELECT coalesce(h.last_success_at, '-infinity'), d.name, 'trigger', h.detail
-               FROM coherence.health(make_interval(secs => $2)) h CROSS JOIN unnest($1::text[]) d(name)
-              WHERE h.status = 'stalled' OR (h.status = 'failing' AND h.failures_since_success >= $3)
-             ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING",
+    // One call of coherence.health() a pass: a trigger per destination while the job is down,
+    // a resolve for each delivered watcher trigger once it is up.
+    let n: i64 = db
+        .query_one(
+            "WITH h AS (SELECT * FROM coherence.health(make_interval(secs => $2))),
+             t AS (
+                 INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
+                 SELECT coalesce(h.last_success_at, '-infinity'), d.name, 'trigger', h.detail
+                   FROM h CROSS JOIN unnest($1::text[]) d(name)
+                  WHERE h.status = 'stalled' OR (h.status = 'failing' AND h.failures_since_success >= $3)
+                 ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING
+                 RETURNING 1),
+             r AS (
+                 INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
+                 SELECT w.watch_since, w.destination, 'resolve', h.detail
+                   FROM coherence.alert_deliveries w, h
+                  WHERE w.incident_id IS NULL AND w.action = 'trigger'
+                    AND w.destination = ANY ($1::text[]) AND h.status IN ('ok', 'lagging')
+                 ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM r)",
             &[&names, &secs, &failures],
         )
-        .await?;
-    let r = db
-        .execute(
-            "INSERT INTO coherence.alert_deliveries (watch_since, destination, action, detail)
-             SELECT t.watch_since, t.destination, 'resolve', h.detail
-               FROM coherence.alert_deliveries t, coherence.health(make_interval(secs => $2)) h
-              WHERE t.incident_id IS NULL AND t.action = 'trigger'
-                AND t.destination = ANY ($1::text[]) AND h.status IN ('ok', 'lagging')
-             ON CONFLICT (watch_since, destination, action) WHERE incident_id IS NULL DO NOTHING",
-            &[&names, &secs],
-        )
-        .await?;
-    Ok(t + r)
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
 /// A watcher alert: the detection job has not succeeded since `since` (`None`: never).
@@ -664,10 +668,12 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     loop {
         // Queue and deliver until nothing more is sent: a delivered trigger makes its resolve
         // due (resolves follow delivered triggers only).
-        let (mut queued, mut sent) = (0, 0);
+        let (mut queued, mut sent) = (
+            enqueue_watch(&db, &sender.dests, args.watch_after, args.watch_failures).await?,
+            0,
+        );
         loop {
-            queued += enqueue(&db, &sender.dests, min_risk).await?
-                + enqueue_watch(&db, &sender.dests, args.watch_after, args.watch_failures).await?;
+            queued += enqueue(&db, &sender.dests, min_risk).await?;
             let n = sender.deliver_due(&mut db).await?;
             sent += n;
             if n == 0 {
