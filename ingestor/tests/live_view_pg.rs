@@ -638,8 +638,26 @@ async fn events_survive_a_dropped_database_connection() {
     );
     let mut buf = String::new();
     next_event(&mut events, &mut buf, "hello").await;
-    // The database drops both of serve's sessions (a restart, a failover, an admin).
+    // The database drops both of serve's sessions (a restart, a failover, an admin). First make
+    // sure both exist: an API request opens (or reopens) the query session.
     let admin_c = connect(&db.conn).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = http.get(format!("{url}api/incidents")).send().await;
+        let n: i64 = admin_c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1",
+                &[&viewer.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve has {n} sessions, not 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let killed: i64 = admin_c
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
