@@ -4,6 +4,8 @@
 //!   streaming states with 0..1 risk scores.
 //! * [`sim`]: the seeded "flight simulator" that produces the seed's demo scenario.
 //! * [`rng`]: a small, portable, seedable PRNG so simulated data is identical everywhere.
+//! * [`series`]: series keys with labels (`name{key="value",...}`, Prometheus' canonical text
+//!   form) and their parse.
 //!
 //! Timestamps are `i64` microseconds since the Unix epoch throughout.
 
@@ -11,6 +13,7 @@ pub mod correlate;
 pub mod detect;
 pub mod events;
 pub mod rng;
+pub mod series;
 pub mod sim;
 
 /// Microseconds in one second.

@@ -161,9 +161,10 @@ pub fn metric_unit(metric: &str) -> &'static str {
 }
 
 /// Capacity for time to exhaustion: 100 for percent metrics (cpu, memory, disk, *pct*,
-/// *percent*), else none.
+/// *percent*), else none. Judged on the base name of a series key with labels, so
+/// `cpu{core="0"}` is a percent metric like `cpu` (and a label value never makes one).
 pub fn metric_capacity(metric: &str) -> Option<f64> {
-    let m = metric.to_ascii_lowercase();
+    let m = crate::series::series_name(metric).to_ascii_lowercase();
     (matches!(m.as_str(), "cpu" | "memory" | "disk") || m.contains("pct") || m.contains("percent"))
         .then_some(100.0)
 }
@@ -1005,5 +1006,17 @@ mod tests {
         assert_eq!(metric_unit("cpu"), "%");
         assert_eq!(metric_unit("disk_pct"), "%");
         assert_eq!(metric_unit("latency_ms"), "");
+    }
+
+    #[test]
+    fn percent_rule_judges_the_base_name_of_labelled_series() {
+        assert_eq!(metric_capacity(r#"cpu{core="0"}"#), Some(100.0));
+        assert_eq!(metric_unit(r#"disk{device="sda",mount="/"}"#), "%");
+        assert_eq!(metric_unit(r#"mem_pct{host_group="a"}"#), "%");
+        // A label value (or key) never makes a metric a percent metric.
+        assert_eq!(metric_capacity(r#"latency_ms{route="/percent"}"#), None);
+        assert_eq!(metric_capacity(r#"requests{pct="1"}"#), None);
+        // Not a valid label list: judged as the plain name it is.
+        assert_eq!(metric_capacity("cpu{"), None);
     }
 }
