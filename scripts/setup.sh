@@ -2,7 +2,8 @@
 # Install everything Coherence needs on a Debian 12 machine; idempotent and fast when done.
 # - Debian packages: postgresql-15, postgresql-server-dev-15, postgresql-15-cron, libclang-dev, sudo,
 #   systemd (systemd-analyze verify checks packaging/systemd/ in the docs test tier),
-#   chromium (the live view's browser test drives it headless)
+#   chromium (the live view's browser test drives it headless), prometheus and
+#   prometheus-node-exporter (the Prometheus source's end-to-end test runs both)
 # - cargo-pgrx at the version pinned in Cargo.toml ([workspace.dependencies] pgrx)
 # - `cargo pgrx init` against Debian's PostgreSQL 15 (no downloads)
 set -euo pipefail
@@ -13,7 +14,7 @@ PGRX_VERSION=$(sed -n 's/^pgrx = "=\(.*\)"/\1/p' Cargo.toml)
 [ -n "$PGRX_VERSION" ] || { echo "setup: cannot read the pgrx version from Cargo.toml" >&2; exit 1; }
 
 need=()
-for p in postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev sudo systemd chromium; do
+for p in postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev sudo systemd chromium prometheus prometheus-node-exporter; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -20,7 +20,7 @@
 //!   environment variables named in the config and are never logged.
 
 use crate::config::{AlertSection, FileConfig};
-use crate::datadog::parse_duration;
+use crate::ingest::parse_duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -109,18 +109,7 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
-/// A 4xx other than 408 (timeout) and 429 (rate limit) will fail again: an invalid routing key,
-/// a revoked webhook. Everything else (5xx, timeouts, connection errors) may pass later.
-pub fn permanent_status(status: u16) -> bool {
-    (400..500).contains(&status) && status != 408 && status != 429
-}
-
-/// Retry-After in seconds (the HTTP-date form is not used by Slack or PagerDuty and is ignored),
-/// at most an hour.
-pub fn retry_after_secs(value: Option<&str>) -> Option<Duration> {
-    let secs: u64 = value?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
-}
+pub use crate::ingest::http::permanent_status;
 
 /// A destination with its secret resolved.
 #[derive(Clone)]
@@ -414,26 +403,14 @@ impl Sender {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| {
-                let kind = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                Failure {
-                    message: format!("{kind}: {}", e.without_url()),
-                    permanent: false,
-                    retry_after: None,
-                }
+            .map_err(|e| Failure {
+                message: crate::ingest::http::describe(&e),
+                permanent: false,
+                retry_after: None,
             })?;
         let status = resp.status();
-        let retry_after = retry_after_secs(
-            resp.headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()),
-        );
+        let retry_after =
+            crate::ingest::http::retry_after(resp.headers(), std::time::SystemTime::now());
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             Ok(format!("HTTP {}", status.as_u16()))
@@ -646,10 +623,7 @@ pub async fn run(url: Option<&str>, args: AlertArgs) -> Result<()> {
     });
     listener.batch_execute("LISTEN coherence_incidents").await?;
     let sender = Sender {
-        http: reqwest::Client::builder()
-            .timeout(args.timeout)
-            .user_agent(concat!("coherence-ingest/", env!("CARGO_PKG_VERSION")))
-            .build()?,
+        http: crate::ingest::http::client(args.timeout)?,
         dests,
         link: section.link.clone(),
         retry_base: args.retry_base,
@@ -825,25 +799,12 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_permanent_and_retry_after_is_read() {
+    fn refusals_are_permanent() {
         for code in [400, 401, 403, 404, 410, 422] {
             assert!(permanent_status(code), "{code}");
         }
         for code in [408, 429, 500, 502, 503, 200] {
             assert!(!permanent_status(code), "{code}");
         }
-        assert_eq!(
-            retry_after_secs(Some(" 30 ")),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            retry_after_secs(Some("999999")),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(
-            retry_after_secs(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            None
-        );
-        assert_eq!(retry_after_secs(None), None);
     }
 }

@@ -4,6 +4,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
 
+pub use crate::sources::datadog::{DatadogSection, EventsSection, MetricQuery};
+pub use crate::sources::prometheus::PrometheusSection;
+
 /// The TOML file. See `ingestor/coherence.example.toml`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +19,9 @@ pub struct FileConfig {
     pub events: Option<EventsSection>,
     #[serde(default)]
     pub alert: Option<AlertSection>,
+    /// `[prometheus]`: `coherence-ingest prometheus`.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusSection>,
 }
 
 /// `[alert]`: where `coherence-ingest alert` delivers incidents. Secrets (webhook URLs,
@@ -50,64 +56,19 @@ pub struct PagerDutyDestination {
     pub routing_key_env: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct DatadogSection {
-    /// Datadog site, e.g. datadoghq.com, us5.datadoghq.com, datadoghq.eu (DD_SITE wins).
-    pub site: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct MetricQuery {
-    /// Datadog metric query, e.g. `avg:system.cpu.user{*} by {host}`.
-    pub query: String,
-    /// Metric name in coherence.metrics, e.g. `cpu`.
-    pub name: String,
-    /// Stored value = offset + scale · Datadog value (e.g. scale 100 turns a 0..1 ratio into
-    /// percent; scale -100, offset 100 turns "usable ratio" into "used percent").
-    #[serde(default = "one")]
-    pub scale: f64,
-    #[serde(default)]
-    pub offset: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EventsSection {
-    /// Comma-separated tags filter (`tags=` of GET /api/v1/events), e.g. `env:prod`.
-    pub tags: Option<String>,
-    /// Comma-separated sources filter (`sources=`).
-    pub sources: Option<String>,
-    /// Datadog priority filter: normal or low.
-    pub priority: Option<String>,
-}
-
-impl EventsSection {
-    /// The cursor key of the events feed.
-    pub fn key(&self) -> String {
-        format!(
-            "events tags={} sources={} priority={}",
-            self.tags.as_deref().unwrap_or(""),
-            self.sources.as_deref().unwrap_or(""),
-            self.priority.as_deref().unwrap_or("")
-        )
-    }
-}
-
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let cfg: FileConfig = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
-        if cfg.metrics.is_empty() && cfg.events.is_none() && cfg.alert.is_none() {
+        if cfg.metrics.is_empty()
+            && cfg.events.is_none()
+            && cfg.alert.is_none()
+            && cfg.prometheus.is_none()
+        {
             bail!(
-                "{}: nothing to do: add [[metrics]] entries, an [events] section or an [alert] section",
+                "{}: nothing to do: add [[metrics]] entries, an [events] section, a [prometheus] section or an [alert] section",
                 path.display()
             );
         }
@@ -151,77 +112,11 @@ impl FileConfig {
                 );
             }
         }
-        Ok(cfg)
-    }
-}
-
-/// Datadog credentials and endpoint. Keys are never printed (no Debug derive).
-pub struct Credentials {
-    pub api_key: String,
-    pub app_key: String,
-    pub base_url: String,
-}
-
-/// First set variable among `names`, with its name.
-fn env_any(names: &[&str]) -> Option<(String, String)> {
-    names.iter().find_map(|n| {
-        std::env::var(n)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (n.to_string(), v))
-    })
-}
-
-impl Credentials {
-    /// From DD_API_KEY / DD_APP_KEY / DD_SITE (or the seed's DATADOG_* names), the config file's
-    /// site, and a test-only base URL override.
-    pub fn from_env(
-        file_site: Option<&str>,
-        base_url_override: Option<&str>,
-    ) -> Result<Credentials> {
-        let Some((_, api_key)) = env_any(&["DD_API_KEY", "DATADOG_API_KEY"]) else {
-            bail!("DD_API_KEY is not set (the Datadog API key; DATADOG_API_KEY is accepted too)");
-        };
-        let Some((_, app_key)) = env_any(&["DD_APP_KEY", "DATADOG_APP_KEY"]) else {
-            bail!("DD_APP_KEY is not set (the Datadog application key; DATADOG_APP_KEY is accepted too)");
-        };
-        let site = env_any(&["DD_SITE", "DATADOG_SITE"])
-            .map(|(_, v)| v)
-            .or_else(|| file_site.map(str::to_string))
-            .unwrap_or_else(|| "datadoghq.com".into());
-        let site = site
-            .trim()
-            .trim_start_matches("https://")
-            .trim_start_matches("api.")
-            .trim_end_matches('/');
-        if site.is_empty()
-            || !site
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        {
-            bail!("DD_SITE must be a Datadog site such as datadoghq.com or us5.datadoghq.com");
+        if let Some(p) = &cfg.prometheus {
+            p.validate()
+                .with_context(|| format!("{}: [prometheus]", path.display()))?;
         }
-        let base_url = match base_url_override {
-            Some(url) => {
-                if std::env::var("COHERENCE_ALLOW_TEST_BASE_URL")
-                    .ok()
-                    .as_deref()
-                    != Some("1")
-                {
-                    bail!(
-                        "--base-url is for tests only: set COHERENCE_ALLOW_TEST_BASE_URL=1 to allow it \
-                         (production uses https://api.<DD_SITE>)"
-                    );
-                }
-                url.trim_end_matches('/').to_string()
-            }
-            None => format!("https://api.{site}"),
-        };
-        Ok(Credentials {
-            api_key,
-            app_key,
-            base_url,
-        })
+        Ok(cfg)
     }
 }
 

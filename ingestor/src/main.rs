@@ -4,15 +4,19 @@
 //! * `simulate`: the seeded flight simulator (the seed's demo scenario, or millions of rows
 //!   for benchmarks), written with COPY and idempotent.
 //! * `datadog`: Datadog metrics and events, incremental and exactly once.
+//! * `prometheus`: PromQL range queries from Prometheus (or any server with its HTTP API).
 //! * `alert`: incidents to Slack and PagerDuty, each delivery once.
 //! * `serve`: the live incident view (one page, a JSON API, updates pushed from NOTIFY).
 
 mod alert;
 mod config;
-mod datadog;
 mod db;
+mod ingest;
 mod serve;
 mod simulate;
+mod sources;
+
+use sources::{datadog, prometheus};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,7 +25,7 @@ use std::process::ExitCode;
 #[command(
     name = "coherence-ingest",
     version,
-    about = "Feed Coherence's tables in PostgreSQL (Datadog, the seeded flight simulator), deliver alerts, serve the live incident view.",
+    about = "Feed Coherence's tables in PostgreSQL (Datadog, Prometheus, the seeded flight simulator), deliver alerts, serve the live incident view.",
     long_about = "Feed Coherence's tables (coherence.metrics, coherence.signal_events) in PostgreSQL.\n\n\
         The database is given by --database-url or DATABASE_URL, as a URL \
         (postgresql://user@host:5432/db) or a libpq key=value string \
@@ -65,6 +69,14 @@ enum Command {
         after_help = "Examples:\n  coherence-ingest datadog -c ingestor/coherence.example.toml --since 48h --once\n  coherence-ingest datadog -c coherence.toml            # daemon: a pass every 60s"
     )]
     Datadog(datadog::DatadogArgs),
+    /// Ingest Prometheus range queries (PromQL), every series with its labels, exactly once.
+    ///
+    /// The config's [prometheus] section names the server (url), the step, the label that is the
+    /// host (default instance) and the queries with the metric names they are stored under.
+    #[command(
+        after_help = "Examples:\n  coherence-ingest prometheus -c coherence.toml --since 6h --once\n  coherence-ingest prometheus -c coherence.toml         # daemon: a pass every 60s\n\nFeeds fail alone: see SELECT * FROM coherence.ingest_status;"
+    )]
+    Prometheus(prometheus::PrometheusArgs),
     /// Deliver incidents (risk >= 0.8 by default) to Slack and PagerDuty, exactly once.
     ///
     /// LISTENs on coherence_incidents and catches up on start. Destinations are in the config's
@@ -113,6 +125,7 @@ async fn main() -> ExitCode {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Datadog(args) => datadog::run(cli.database_url.as_deref(), args).await,
+        Command::Prometheus(args) => prometheus::run(cli.database_url.as_deref(), args).await,
         Command::Alert(args) => alert::run(cli.database_url.as_deref(), args)
             .await
             .map(|_| ExitCode::SUCCESS),

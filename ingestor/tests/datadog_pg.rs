@@ -215,7 +215,7 @@ async fn incremental_and_idempotent() {
     assert_eq!(m, expected_points(6));
     assert_eq!(e, 36);
     assert!(
-        first.stdout.contains("null points skipped"),
+        first.stdout.contains("44 values skipped (null, NaN or not a number)"),
         "{}",
         first.stdout
     );
@@ -346,17 +346,12 @@ async fn faults_are_retried_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_body_commits_nothing_for_that_chunk() {
+async fn a_truncated_body_is_tried_again_and_the_chunk_lands_whole() {
     let db = TestDb::new("dd_trunc").await;
     let fake = FakeDatadog::start(Mode::Synthetic).await;
     let cfg = config("trunc", false);
-    // The first chunk succeeds, the second comes back cut in half.
-    fake.push_faults([]);
-    {
-        let mut s = fake.state.lock().unwrap();
-        s.faults.push_back(Fault::Hang(Duration::ZERO));
-        s.faults.push_back(Fault::Truncated);
-    }
+    // The first chunk succeeds, the second comes back cut in half once.
+    fake.push_faults([Fault::Hang(Duration::ZERO), Fault::Truncated]);
     let o = run(cmd(
         &db.conn,
         &fake,
@@ -364,46 +359,276 @@ async fn truncated_body_commits_nothing_for_that_chunk() {
         &["--once", "--since", "3h", "--chunk", "1h", "--until", UNTIL],
     ))
     .await;
-    assert_ne!(o.code, 0);
+    assert_eq!(o.code, 0, "{} {}", o.stdout, o.stderr);
     assert!(o.stderr.contains("malformed JSON"), "{}", o.stderr);
+    assert!(o.stderr.contains("trying again"), "{}", o.stderr);
+    assert!(o.stdout.contains("0 chunks skipped"), "{}", o.stdout);
+    assert_eq!(table_text(&db.conn).await.0, expected_points(3));
+    assert_eq!(fake.requests().len(), 4, "3 chunks, one of them twice");
+}
+
+fn config_text(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("coherence-dd-{name}-{}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_of_one_host_stay_two_series_end_to_end() {
+    let db = TestDb::new("dd_devices").await;
+    let fake = FakeDatadog::start(Mode::Synthetic).await;
+    let cfg = config_text(
+        "devices",
+        "[[metrics]]\nquery = \"avg:system.disk.in_use{*} by {host,device}\"\nname = \"disk\"\nscale = 100\n",
+    );
+    let o = run(cmd(
+        &db.conn,
+        &fake,
+        &cfg,
+        &["--once", "--since", "6h", "--until", UNTIL],
+    ))
+    .await;
+    assert_eq!(o.code, 0, "{} {}", o.stdout, o.stderr);
+    let c = connect(&db.conn).await;
+    let rows = c
+        .query(
+            "SELECT host, metric_name, count(*), coherence.series_labels(metric_name)::text
+               FROM coherence.metrics GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "db-1".into(),
+                r#"disk{device="sda"}"#.into(),
+                360,
+                r#"{"device": "sda"}"#.into()
+            ),
+            (
+                "db-1".into(),
+                r#"disk{device="sdb"}"#.into(),
+                360,
+                r#"{"device": "sdb"}"#.into()
+            ),
+        ]
+    );
+    // Detection sees two series: the spike of sdb is an event of sdb alone.
+    let ev = c
+        .query(
+            "SELECT DISTINCT metric, kind, extract(epoch FROM peak_at)::bigint
+               FROM coherence.detect_events(timestamptz '2025-12-31 23:00Z', timestamptz '2026-01-01 00:00Z', interval '6 hours')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ev: Vec<(String, String, i64)> =
+        ev.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert!(!ev.is_empty(), "the spike is found");
     assert!(
-        o.stderr.contains("nothing written for this chunk"),
+        ev.iter().all(|(m, _, _)| m == r#"disk{device="sdb"}"#),
+        "events only on sdb: {ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|(_, k, at)| k == "spike" && *at == common::fake_datadog::DEVICE_SPIKE_AT),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_and_resets_or_stalls_mid_body_are_handled() {
+    let reference = TestDb::new("dd_ref2").await;
+    let fake = FakeDatadog::start(Mode::Synthetic).await;
+    let cfg = config("midbody", false);
+    let args = [
+        "--once",
+        "--since",
+        "3h",
+        "--chunk",
+        "1h",
+        "--until",
+        UNTIL,
+        "--timeout",
+        "1s",
+    ];
+    let o = run(cmd(&reference.conn, &fake, &cfg, &args)).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    let db = TestDb::new("dd_midbody").await;
+    let fake = FakeDatadog::start(Mode::Synthetic).await;
+    fake.push_faults([
+        Fault::Gzip,
+        Fault::ResetMidBody,
+        Fault::StallMidBody(Duration::from_secs(3)),
+    ]);
+    let o = run(cmd(&db.conn, &fake, &cfg, &args)).await;
+    assert_eq!(o.code, 0, "{} {}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("2 retries"), "{}", o.stdout);
+    assert!(
+        o.stderr.contains("body read failed") || o.stderr.contains("timeout"),
         "{}",
         o.stderr
     );
-    let c = connect(&db.conn).await;
-    let cur: std::time::SystemTime = c
-        .query_one("SELECT cursor_at FROM coherence.ingest_cursors", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let cur_s = cur.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert_eq!(
-        cur_s,
-        UNTIL_S - 2 * 3600,
-        "cursor stays after the first chunk"
+        table_text(&db.conn).await,
+        table_text(&reference.conn).await
     );
-    let (m, _, _) = table_text(&db.conn).await;
-    let first_hour: i64 = (UNTIL_S - 3 * 3600..UNTIL_S - 2 * 3600)
-        .step_by(60)
-        .map(|t| {
-            ["web-1", "web-2"]
-                .iter()
-                .filter(|h| synthetic_value(h, t).is_some())
-                .count() as i64
-        })
-        .sum();
-    assert_eq!(m, first_hour);
-    // A re-run completes the range.
+    assert_eq!(fake.requests().len(), 5, "3 chunks, 2 retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let db = TestDb::new("dd_retry_after").await;
+    let fake = FakeDatadog::start(Mode::Synthetic).await;
+    fake.push_faults([Fault::RateLimit {
+        header: "Retry-After",
+        reset: 2,
+    }]);
+    let cfg = config("retry_after", false);
+    let started = Instant::now();
     let o = run(cmd(
         &db.conn,
         &fake,
         &cfg,
-        &["--once", "--since", "3h", "--chunk", "1h", "--until", UNTIL],
+        &["--once", "--since", "1h", "--until", UNTIL],
     ))
     .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_eq!(table_text(&db.conn).await.0, expected_points(3));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited the 2 s the server asked"
+    );
+    assert_eq!(table_text(&db.conn).await.0, expected_points(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_chunk_is_skipped_and_a_refused_query_fails_alone_while_the_daemon_runs_on() {
+    let db = TestDb::new("dd_isolated").await;
+    let fake = FakeDatadog::start(Mode::Synthetic).await;
+    let cfg = config_text(
+        "isolated",
+        "[[metrics]]\nquery = \"avg:poison{*} by {host}\"\nname = \"bad\"\n\n\
+         [[metrics]]\nquery = \"avg:refused{\"\nname = \"typo\"\n\n\
+         [[metrics]]\nquery = \"avg:system.cpu.user{*} by {host}\"\nname = \"cpu\"\n\n\
+         [[metrics]]\nquery = \"avg:odd{*} by {host,team}\"\nname = \"odd\"\n",
+    );
+    let mut daemon = cmd(
+        &db.conn,
+        &fake,
+        &cfg,
+        &[
+            "--since",
+            "2h",
+            "--chunk",
+            "1h",
+            "--interval",
+            "1s",
+            "--skip-after",
+            "2",
+            "--retries",
+            "1",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let c = connect(&db.conn).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM coherence.ingest_skipped WHERE query = 'avg:poison{*} by {host}'),
+                        (SELECT count(*) FROM coherence.metrics WHERE metric_name = 'cpu'),
+                        (SELECT count(*) FROM coherence.metrics WHERE metric_name LIKE 'odd%'),
+                        (SELECT failures FROM coherence.ingest_status WHERE query = 'avg:refused{')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (skipped, cpu, odd, fails): (i64, i64, i64, Option<i32>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if skipped >= 2 && cpu > 0 && odd > 0 && fails.unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(
+            Instant::now() < deadline,
+            "feeds did not settle: {skipped} {cpu} {odd} {fails:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Still running after more passes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the daemon keeps running"
+    );
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = daemon.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("chunk skipped"), "{stderr}");
+    assert!(stderr.contains("feed failing"), "{stderr}");
+
+    // What a user sees: the refused query's reason, the skipped ranges, the healthy feeds.
+    let r = c
+        .query_one(
+            "SELECT last_error, failing_since IS NOT NULL FROM coherence.ingest_status WHERE query = 'avg:refused{'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (err, failing): (String, bool) = (r.get(0), r.get(1));
+    assert!(
+        err.contains("HTTP 400") && err.contains("Error parsing query"),
+        "{err}"
+    );
+    assert!(failing);
+    let r = c
+        .query_one(
+            "SELECT min(tries), bool_and(error LIKE '%malformed JSON%'), bool_and(until_at - from_at <= interval '1 hour')
+               FROM coherence.ingest_skipped",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (tries, malformed, ranged): (i32, bool, bool) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!((tries, malformed, ranged), (2, true, true));
+    let r = c
+        .query_one(
+            "SELECT failures, last_error IS NULL FROM coherence.ingest_status WHERE query = 'avg:system.cpu.user{*} by {host}'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i32>(0), r.get::<_, bool>(1)), (0, true));
+    // The odd feed: a NUL in a tag is stored as U+FFFD, NaN and non-numbers are skipped.
+    let r = c
+        .query_one(
+            "SELECT min(metric_name), count(*) FILTER (WHERE value <> value) FROM coherence.metrics WHERE metric_name LIKE 'odd%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "odd{team=\"a\u{FFFD}b\"}");
+    assert_eq!(r.get::<_, i64>(1), 0);
+
+    // --once reports the failing feed with exit code 1, after ingesting the others.
+    let o = run(cmd(&db.conn, &fake, &cfg, &["--once", "--retries", "0"])).await;
+    assert_eq!(o.code, 1, "{} {}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("failing feeds: typo"), "{}", o.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,12 @@ pub enum Fault {
     Truncated,
     /// 403 with the recorded body.
     Forbidden,
+    /// The body gzip-compressed, with `Content-Encoding: gzip`.
+    Gzip,
+    /// Headers announce the whole body; half of it is sent, then the connection is reset.
+    ResetMidBody,
+    /// Headers and half of the body, then silence this long (longer than the client timeout).
+    StallMidBody(Duration),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,13 +84,73 @@ pub fn synthetic_value(host: &str, t: i64) -> Option<f64> {
     Some(base + ((t / 60) % 23) as f64 * 0.5)
 }
 
+/// The minute at which device sdb of db-1 spikes (see [`device_value`]).
+pub const DEVICE_SPIKE_AT: i64 = 1_767_225_600 - 30 * 60;
+
+/// Deterministic value of a device of db-1: a gentle sawtooth, and one spike on sdb.
+pub fn device_value(device: &str, t: i64) -> f64 {
+    if device == "sdb" && t == DEVICE_SPIKE_AT {
+        return 95.0;
+    }
+    let base = if device == "sda" { 50.0 } else { 30.0 };
+    base + ((t / 60) % 7) as f64 * 0.25
+}
+
+fn series_json(tags: &[&str], scope: &str, pts: &[String]) -> String {
+    let tag_set: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        r#"{{"metric":"m","interval":60,"tag_set":[{}],"scope":"{scope}","pointlist":[{}],"aggr":"avg","length":{}}}"#,
+        tag_set.join(","),
+        pts.join(","),
+        pts.len()
+    )
+}
+
 fn synthetic_query(query: &str) -> Vec<u8> {
+    let q = param(query, "query").unwrap_or("");
+    if q.contains("poison") {
+        // Never valid: a feed that must be skipped chunk by chunk.
+        return br#"{"status":"ok","series":[{"pointlist":[[1,"#.to_vec();
+    }
     let from: i64 = param(query, "from")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let to: i64 = param(query, "to").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut series = Vec::new();
+    let minutes = || {
+        let start = from - from.rem_euclid(60);
+        (start..=to).step_by(60).filter(move |t| *t >= from)
+    };
+    if q.contains("device") {
+        for dev in ["sda", "sdb"] {
+            let pts: Vec<String> = minutes()
+                .map(|t| format!("[{}.0,{}]", t * 1000, device_value(dev, t)))
+                .collect();
+            let tag = format!("device:{dev}");
+            series.push(series_json(
+                &[&tag, "host:db-1"],
+                &format!("{tag},host:db-1"),
+                &pts,
+            ));
+        }
+    } else if q.contains("odd") {
+        // A NUL in a tag and values that are not numbers.
+        let pts: Vec<String> = minutes()
+            .map(|t| match (t / 60) % 3 {
+                0 => format!("[{}.0,\"NaN\"]", t * 1000),
+                _ => format!("[{}.0,{}]", t * 1000, (t / 60) % 5),
+            })
+            .collect();
+        series.push(series_json(
+            &["host:web-1", "team:a\\u0000b"],
+            "host:web-1",
+            &pts,
+        ));
+    }
     for host in ["web-1", "web-2"] {
+        if q.contains("device") || q.contains("odd") {
+            break;
+        }
         let mut pts = Vec::new();
         let mut t = from - from.rem_euclid(60);
         while t <= to {
@@ -200,6 +266,13 @@ impl FakeDatadog {
                         ("/api/v1/query", Mode::Recorded { query_fixture }) => {
                             fixture(query_fixture)
                         }
+                        ("/api/v1/query", Mode::Synthetic) if query.contains("refused") => {
+                            // Datadog's answer to a query it cannot parse.
+                            let _ = sock
+                                .write_all(&response(400, "Bad Request", "", br#"{"errors":["Error parsing query: unable to parse refused{: Rule 'scope_expr' didn't match"]}"#))
+                                .await;
+                            return;
+                        }
                         ("/api/v1/query", Mode::Synthetic) => synthetic_query(&query),
                         ("/api/v1/events", Mode::Recorded { .. }) => {
                             fixture("v1_events_list_1_event.json")
@@ -232,6 +305,32 @@ impl FakeDatadog {
                         }
                         Some(Fault::Truncated) => response(200, "OK", "", &body[..body.len() / 2]),
                         Some(Fault::Forbidden) => response(403, "Forbidden", "", &fixture("v1_query_403_forbidden.json")),
+                        Some(Fault::Gzip) => {
+                            use std::io::Write;
+                            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                            z.write_all(&body).unwrap();
+                            response(200, "OK", "Content-Encoding: gzip\r\n", &z.finish().unwrap())
+                        }
+                        Some(Fault::ResetMidBody) => {
+                            let full = response(200, "OK", "", &body);
+                            let cut = full.len() - body.len() / 2;
+                            let _ = sock.write_all(&full[..cut]).await;
+                            let _ = sock.flush().await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            // Linger 0: the close is a reset (RST), and with 0 nothing blocks.
+                            #[allow(deprecated)]
+                            let _ = sock.set_linger(Some(Duration::ZERO));
+                            drop(sock);
+                            return;
+                        }
+                        Some(Fault::StallMidBody(d)) => {
+                            let full = response(200, "OK", "", &body);
+                            let cut = full.len() - body.len() / 2;
+                            let _ = sock.write_all(&full[..cut]).await;
+                            let _ = sock.flush().await;
+                            tokio::time::sleep(d).await;
+                            return;
+                        }
                     };
                     let _ = sock.write_all(&out).await;
                     let _ = sock.shutdown().await;
