@@ -148,6 +148,10 @@ COMMENT ON FUNCTION coherence.metric_capacity(text) IS
     'Capacity used for time to exhaustion: 100 for percent metrics (cpu, memory, disk, *pct*, *percent*), else NULL. E.g. SELECT coherence.metric_capacity(''cpu'');';
 COMMENT ON FUNCTION coherence.metric_unit(text) IS
     'Unit shown after values of a metric: % for percent metrics (cpu, memory, disk, *pct*, *percent*), else the empty string. E.g. SELECT coherence.metric_unit(''disk_pct'');';
+COMMENT ON FUNCTION coherence.series_name(text) IS
+    'The base name of a series key: metric names carry labels in Prometheus'' canonical form, name{key="value",...} (keys sorted, values quoted with \\, \" and \n escaped); a name without a valid label list is its own base name. E.g. SELECT coherence.series_name(''disk.used{device="sda"}'');';
+COMMENT ON FUNCTION coherence.series_labels(text) IS
+    'The labels of a series key (name{key="value",...}, Prometheus'' canonical form) as a jsonb object; {} for a name without a valid label list. E.g. SELECT coherence.series_labels(''disk.used{device="sda",mount="/"}'') ->> ''device'';';
 COMMENT ON FUNCTION coherence.series_volatility_events(timestamptz[], double precision[], interval, double precision) IS
     'Variance changes of one series, both directions: date_bin-aligned windows whose robust noise level (from first differences) is at least ratio times (or at most 1/ratio of) the median of the previous 6 normal windows and significant; consecutive windows form one event. E.g. SELECT * FROM coherence.series_volatility_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_trend_event(timestamptz[], double precision[], double precision, double precision) IS

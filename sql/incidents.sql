@@ -735,7 +735,8 @@ GRANT USAGE ON SCHEMA coherence TO coherence_reader;
 GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coherence.series_health,
     coherence.metrics, coherence.signal_events, coherence.anomalies, coherence.incidents,
     coherence.incident_edges, coherence.detection_runs, coherence.series_rules,
-    coherence.maintenance_windows, coherence.series_state, coherence.pending_series
+    coherence.maintenance_windows, coherence.series_state, coherence.pending_series,
+    coherence.series, coherence.ingest_status
     TO coherence_reader;
 -- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
 -- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):

@@ -81,6 +81,15 @@ COMMENT ON COLUMN coherence.series_state.last_value IS 'Its value.';
 COMMENT ON COLUMN coherence.series_state.cadence IS 'Median gap between the latest samples (NULL with fewer than 3).';
 COMMENT ON COLUMN coherence.series_state.updated_at IS 'When run_detection last refreshed it.';
 
+-- Every series with its base name and labels (metric names carry labels in Prometheus'
+-- canonical form, name{key="value",...}).
+CREATE VIEW coherence.series AS
+SELECT s.host, s.metric, coherence.series_name(s.metric) AS name,
+       coherence.series_labels(s.metric) AS labels, s.last_at, s.cadence
+  FROM coherence.series_state s;
+COMMENT ON VIEW coherence.series IS
+    'One row per series seen by coherence.run_detection() (coherence.series_state): host, metric (the series key), its base name and labels (jsonb) as coherence.series_name and coherence.series_labels read them, last sample time and cadence. E.g. SELECT host, name, labels ->> ''device'' AS device FROM coherence.series WHERE name = ''disk.used'';';
+
 SELECT pg_catalog.pg_extension_config_dump('coherence.series_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.series_rules_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.maintenance_windows', '');

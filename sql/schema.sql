@@ -141,27 +141,74 @@ CREATE TRIGGER signal_events_queue_new AFTER INSERT ON coherence.signal_events
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION coherence.queue_new_signal_events();
 
--- Ingest cursors: how far each Datadog query has been ingested. Advanced in the same
--- transaction as the rows it covers, so a killed ingest resumes exactly where it committed.
+-- Ingest cursors: how far each feed of coherence-ingest has been ingested, and whether it is
+-- failing. The cursor is advanced in the same transaction as the rows it covers, so a killed
+-- ingest resumes exactly where it committed. Feeds are isolated: a failing feed records its
+-- failure here and the others go on.
 CREATE TABLE coherence.ingest_cursors (
-    source     text NOT NULL,
-    query      text NOT NULL,
-    cursor_at  timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    source        text NOT NULL,
+    query         text NOT NULL,
+    cursor_at     timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    last_error    text,
+    failing_since timestamptz,
+    failures      integer NOT NULL DEFAULT 0,
+    last_ok_at    timestamptz,
     PRIMARY KEY (source, query)
 );
 COMMENT ON TABLE coherence.ingest_cursors IS
-    'Per-query ingest cursor of coherence-ingest datadog: data before cursor_at is ingested.';
-COMMENT ON COLUMN coherence.ingest_cursors.source IS 'datadog-metrics or datadog-events.';
-COMMENT ON COLUMN coherence.ingest_cursors.query IS 'The Datadog metric query (or events filter) as configured.';
+    'Per-feed ingest cursor and health of coherence-ingest (datadog, prometheus): data before cursor_at is ingested; failures, failing_since and last_error describe the current failing streak (see coherence.ingest_status).';
+COMMENT ON COLUMN coherence.ingest_cursors.source IS 'Kind of feed: datadog-metrics, datadog-events or prometheus.';
+COMMENT ON COLUMN coherence.ingest_cursors.query IS 'The feed key: the metric query, events filter or Prometheus selector as configured.';
 COMMENT ON COLUMN coherence.ingest_cursors.cursor_at IS 'Exclusive end of the ingested time range.';
 COMMENT ON COLUMN coherence.ingest_cursors.updated_at IS 'When the cursor last advanced.';
+COMMENT ON COLUMN coherence.ingest_cursors.last_error IS 'Error of the last attempt; NULL when it succeeded.';
+COMMENT ON COLUMN coherence.ingest_cursors.failing_since IS 'First failure of the current failing streak; NULL when the feed is healthy.';
+COMMENT ON COLUMN coherence.ingest_cursors.failures IS 'Consecutive failed attempts (0 when the last attempt succeeded).';
+COMMENT ON COLUMN coherence.ingest_cursors.last_ok_at IS 'When the feed last wrote a chunk successfully (NULL: not since this column exists).';
+
+-- Chunks a feed gave up on after a bounded number of tries: recorded, and the cursor moved
+-- past them, so one bad chunk does not stop its feed for good.
+CREATE TABLE coherence.ingest_skipped (
+    id         bigserial PRIMARY KEY,
+    source     text NOT NULL,
+    query      text NOT NULL,
+    from_at    timestamptz NOT NULL,
+    until_at   timestamptz NOT NULL,
+    tries      integer NOT NULL,
+    error      text NOT NULL,
+    skipped_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (from_at < until_at)
+);
+CREATE INDEX ingest_skipped_feed_idx ON coherence.ingest_skipped (source, query);
+COMMENT ON TABLE coherence.ingest_skipped IS
+    'Time ranges a feed of coherence-ingest skipped after repeated failures (its cursor moved past them), so their data is missing. E.g. SELECT source, query, from_at, until_at, error FROM coherence.ingest_skipped ORDER BY id DESC;';
+COMMENT ON COLUMN coherence.ingest_skipped.id IS 'Row id.';
+COMMENT ON COLUMN coherence.ingest_skipped.source IS 'Kind of feed, as coherence.ingest_cursors.source.';
+COMMENT ON COLUMN coherence.ingest_skipped.query IS 'The feed key, as coherence.ingest_cursors.query.';
+COMMENT ON COLUMN coherence.ingest_skipped.from_at IS 'Start of the skipped range (inclusive).';
+COMMENT ON COLUMN coherence.ingest_skipped.until_at IS 'End of the skipped range (exclusive).';
+COMMENT ON COLUMN coherence.ingest_skipped.tries IS 'Attempts made before giving up.';
+COMMENT ON COLUMN coherence.ingest_skipped.error IS 'Error of the last attempt.';
+COMMENT ON COLUMN coherence.ingest_skipped.skipped_at IS 'When the range was skipped.';
+
+-- One row per feed: how far behind it is, whether it is failing, how much it skipped.
+CREATE VIEW coherence.ingest_status AS
+SELECT c.source, c.query, c.cursor_at, now() - c.cursor_at AS lag, c.last_ok_at, c.failures,
+       c.failing_since, c.last_error,
+       (SELECT count(*) FROM coherence.ingest_skipped k
+         WHERE k.source = c.source AND k.query = c.query) AS skipped_chunks
+  FROM coherence.ingest_cursors c;
+COMMENT ON VIEW coherence.ingest_status IS
+    'One row per feed of coherence-ingest: cursor, lag (now - cursor_at), last successful chunk, consecutive failures since failing_since with the last error (0 and NULL when healthy), and the number of chunks skipped (coherence.ingest_skipped). E.g. SELECT source, query, lag, failures, last_error FROM coherence.ingest_status WHERE failures > 0 OR lag > interval ''1 hour'';';
 
 -- Keep user data in pg_dump output (extension member tables are otherwise skipped).
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_cursors', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_skipped', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_skipped_id_seq', '');
 
 
 -- Result types of the aggregates. `flagged` and `risk` come first in every one.

@@ -12,6 +12,7 @@ mod aggregates;
 mod correlate;
 mod errors;
 mod events;
+mod series;
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 
@@ -27,7 +28,9 @@ extension_sql_file!(
     requires = [
         "schema",
         events::default_settings,
-        events::metric_capacity_sql
+        events::metric_capacity_sql,
+        series::series_name_sql,
+        series::series_labels_sql
     ]
 );
 extension_sql_file!(
@@ -51,7 +54,9 @@ extension_sql_file!(
         events::metric_capacity_sql,
         events::metric_unit_sql,
         events::series_trend_event,
-        events::series_volatility_events
+        events::series_volatility_events,
+        series::series_name_sql,
+        series::series_labels_sql
     ]
 );
 extension_sql_file!("../../sql/incidents.sql", name = "incidents", finalize);
@@ -111,6 +116,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r, Some(true));
+    }
+
+    #[pg_test]
+    fn series_name_and_labels_of_a_key() {
+        let name = Spi::get_one::<String>(
+            r#"SELECT coherence.series_name('disk.used{device="sda",mount="/"}')"#,
+        )
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("disk.used"));
+        let labels = Spi::get_one::<String>(
+            r#"SELECT coherence.series_labels('disk.used{device="sda",mount="/"}')::text"#,
+        )
+        .unwrap();
+        assert_eq!(
+            labels.as_deref(),
+            Some(r#"{"mount": "/", "device": "sda"}"#)
+        );
+        let none = Spi::get_one::<String>("SELECT coherence.series_labels('cpu')::text").unwrap();
+        assert_eq!(none.as_deref(), Some("{}"));
     }
 
     #[pg_test(error = "spike threshold (sigmas) must be a finite number greater than 0")]

@@ -39,6 +39,9 @@ SELECT '2025-12-13 04:03+00'::timestamptz + k * interval '20 seconds', 'web-1', 
        'error', 'error', 'test', 'e' || k, 'HTTP 503'
   FROM generate_series(0, 9) k;
 SELECT (coherence.run_detection())->'incidents_opened' AS opened_by_0_1_0;
+-- An ingest cursor of 0.1.0 (0.5.0 adds the feed's failure state to it).
+INSERT INTO coherence.ingest_cursors (source, query, cursor_at, updated_at)
+VALUES ('datadog-metrics', 'avg:system.cpu.user{*} by {host}', '2025-12-13 04:00+00', '2025-12-13 04:05+00');
 CREATE TEMP TABLE before AS :rows_md5;
 
 ALTER EXTENSION coherence UPDATE TO '0.2.0';
@@ -67,6 +70,10 @@ SELECT b.metrics = a.metrics AS metrics_same_as_0_1_0, b.events = a.events AS ev
 SELECT count(*) FILTER (WHERE ranking = '[]') AS incidents_with_default_ranking,
        count(*) FILTER (WHERE first_error_at IS NOT NULL) AS with_first_error
   FROM coherence.incidents;
+-- The cursor keeps its values and gets the new columns' defaults: a healthy feed.
+SELECT source, query, cursor_at, updated_at, last_error, failing_since, failures, last_ok_at
+  FROM coherence.ingest_cursors;
+SELECT source, cursor_at, failures, skipped_chunks FROM coherence.ingest_status;
 
 -- The updated extension is the current one.
 :fingerprint \gset upgraded_
@@ -156,6 +163,42 @@ SELECT (coherence.run_detection()) ? 'error' AS job_failed;
 SELECT status, muted_by FROM coherence.incidents ORDER BY id;
 SELECT host, metric, kind FROM coherence.anomalies WHERE kind = 'no_data';
 SELECT status FROM coherence.health(interval '10000 days');
+
+-- Path 4: 0.4.0 with data (a labelled series, a cursor, a rule), updated to the current
+-- version: rows kept, the cursor gets the healthy defaults, the new functions and views work.
+DROP EXTENSION coherence CASCADE;
+CREATE EXTENSION coherence VERSION '0.4.0';
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-1', m, 30.0 + ((i * 7919) % 11 - 5), '2025-12-11 08:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['cpu', 'disk.used{device="sda"}']) m, generate_series(0, 1439) i;
+INSERT INTO coherence.ingest_cursors (source, query, cursor_at, updated_at)
+VALUES ('datadog-events', 'sources:nagios', '2025-12-12 08:00+00', '2025-12-12 08:01+00');
+INSERT INTO coherence.series_rules (metric_pattern, threshold, note) VALUES ('disk.used%', 12, 'disks are noisy');
+SELECT (coherence.run_detection())->'since' AS since_0_4_0;
+CREATE TEMP TABLE before4 AS :rows_md5;
+CREATE TEMP TABLE before4_other AS
+SELECT (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.series_rules r) AS rules,
+       (SELECT md5(string_agg(to_jsonb(s)::text, ',' ORDER BY host, metric)) FROM coherence.series_state s) AS state;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after4 AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
+       b.anomalies IS NOT DISTINCT FROM a.anomalies AS anomalies_same,
+       b.incidents IS NOT DISTINCT FROM a.incidents AS incidents_same, b.runs = a.runs AS runs_same
+  FROM pg_extension, before4 b, after4 a WHERE extname = 'coherence';
+SELECT o.rules = (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.series_rules r) AS rules_same,
+       o.state = (SELECT md5(string_agg(to_jsonb(s)::text, ',' ORDER BY host, metric)) FROM coherence.series_state s) AS state_same
+  FROM before4_other o;
+SELECT source, query, cursor_at, updated_at, last_error, failing_since, failures, last_ok_at
+  FROM coherence.ingest_cursors;
+:fingerprint \gset upgraded4_
+SELECT :'upgraded4_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded4_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded4_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded4_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded4_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded4_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+SELECT host, metric, name, labels FROM coherence.series ORDER BY host, metric;
+SELECT source, query, failures, skipped_chunks FROM coherence.ingest_status;
 
 \c coherence_regress
 SET client_min_messages = warning;

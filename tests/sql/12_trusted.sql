@@ -28,6 +28,11 @@ SELECT host, status, error_count FROM coherence.incidents;
 SELECT status FROM coherence.health(interval '10000 days');
 INSERT INTO coherence.series_rules (metric_pattern, threshold, note) VALUES ('cpu', 12, 'owner can tune');
 INSERT INTO coherence.maintenance_windows (starts_at, ends_at, reason) VALUES (now(), now() + interval '1 hour', 'owner can mute');
+-- The ingestor's feed state, as the owner: a cursor, a skipped chunk, the status view.
+INSERT INTO coherence.ingest_cursors (source, query, cursor_at) VALUES ('prometheus', 'up', '2025-12-12 00:00+00');
+INSERT INTO coherence.ingest_skipped (source, query, from_at, until_at, tries, error)
+VALUES ('prometheus', 'up', '2025-12-11 23:00+00', '2025-12-12 00:00+00', 5, 'HTTP 500');
+SELECT source, query, failures, skipped_chunks FROM coherence.ingest_status;
 
 -- What it may not do: run the trigger functions that run as the superuser, or become one.
 SELECT has_function_privilege('coherence.queue_new_metrics()', 'EXECUTE') AS may_run_queue_trigger,
@@ -41,6 +46,10 @@ ALTER EXTENSION coherence UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'coherence';
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('web-1', 'cpu', 1, '2025-12-11 00:00+00');
 SELECT (coherence.run_detection()) ? 'error' AS job_failed_after_update;
+INSERT INTO coherence.ingest_cursors (source, query, cursor_at) VALUES ('prometheus', 'up', '2025-12-12 00:00+00');
+INSERT INTO coherence.ingest_skipped (source, query, from_at, until_at, tries, error)
+VALUES ('prometheus', 'up', '2025-12-11 23:00+00', '2025-12-12 00:00+00', 5, 'HTTP 500');
+SELECT source, query, failures, skipped_chunks AS skipped_after_update FROM coherence.ingest_status;
 DROP EXTENSION coherence;
 
 \c coherence_regress postgres
