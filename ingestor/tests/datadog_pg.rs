@@ -215,7 +215,9 @@ async fn incremental_and_idempotent() {
     assert_eq!(m, expected_points(6));
     assert_eq!(e, 36);
     assert!(
-        first.stdout.contains("44 values skipped (null, NaN or not a number)"),
+        first
+            .stdout
+            .contains("44 values skipped (null, NaN or not a number)"),
         "{}",
         first.stdout
     );
