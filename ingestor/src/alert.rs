@@ -409,8 +409,11 @@ impl Sender {
                 retry_after: None,
             })?;
         let status = resp.status();
-        let retry_after =
-            crate::ingest::http::retry_after(resp.headers(), std::time::SystemTime::now());
+        let retry_after = crate::ingest::http::retry_after(
+            status.as_u16(),
+            resp.headers(),
+            std::time::SystemTime::now(),
+        );
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
             Ok(format!("HTTP {}", status.as_u16()))

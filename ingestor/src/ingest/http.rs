@@ -35,8 +35,16 @@ impl Stop {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
-            tracing::warn!("stop requested: {what}");
+            tracing::warn!("stop requested: {what} (a second signal exits at once)");
             s.set();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::warn!(
+                "second stop request: exiting now (the open transaction is rolled back)"
+            );
+            std::process::exit(130);
         });
         stop
     }
@@ -82,6 +90,9 @@ pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .gzip(true)
+        // An API does not redirect; a redirect is a login page or a misconfigured proxy, and
+        // is retried and reported as such rather than parsed as data.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("coherence-ingest/", env!("CARGO_PKG_VERSION")))
         .build()
 }
@@ -93,16 +104,25 @@ pub fn permanent_status(status: u16) -> bool {
     (400..500).contains(&status) && status != 408 && status != 429
 }
 
-/// How long the server asked us to wait: `Retry-After` (delay-seconds or an HTTP date), else
-/// `X-RateLimit-Reset` (Datadog: seconds until the window resets); at most an hour.
-pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+/// How long the server asked us to wait before the next attempt, at most an hour: for a 429,
+/// `Retry-After` (delay-seconds or an HTTP date), else `X-RateLimit-Reset` (Datadog: seconds
+/// until the window resets); for a 503, `Retry-After`. Other statuses: none (Datadog sends
+/// `X-RateLimit-Reset` on every answer; it is no reason to wait after a 500).
+pub fn retry_after(
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    get("retry-after")
-        .and_then(|v| retry_after_value(v, now))
-        .or_else(|| {
+    let asked = get("retry-after").and_then(|v| retry_after_value(v, now));
+    match status {
+        429 => asked.or_else(|| {
             let s: f64 = get("x-ratelimit-reset")?.trim().parse().ok()?;
             (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(3600.0)))
-        })
+        }),
+        503 => asked,
+        _ => None,
+    }
 }
 
 /// One `Retry-After` value: delay-seconds or an IMF-fixdate (RFC 9110), at most an hour; a date
@@ -291,20 +311,24 @@ impl Fetcher {
                         limit: self.max_body,
                     })
                 }
-                Attempt::Status(429, headers, _) => {
+                Attempt::Status(status @ (429 | 503), headers, _)
+                    if retry_after(status, &headers, SystemTime::now()).is_some()
+                        || status == 429 =>
+                {
                     rate_limited += 1;
                     if rate_limited > 20 {
                         return Err(HttpError::Transient(format!(
-                            "{what}: still rate limited (429) after 20 waits"
+                            "{what}: still told to wait ({status}) after 20 waits"
                         )));
                     }
-                    let wait = retry_after(&headers, SystemTime::now())
+                    let wait = retry_after(status, &headers, SystemTime::now())
                         .unwrap_or(Duration::from_secs(1))
                         .max(Duration::from_millis(50));
                     tracing::warn!(
                         what,
                         wait_secs = wait.as_secs_f64(),
-                        "rate limited (429); waiting as the server asked"
+                        status,
+                        "told to wait (429 or 503 with Retry-After); waiting as the server asked"
                     );
                     self.retried.fetch_add(1, Ordering::Relaxed);
                     if !self.stop.sleep(wait).await {
@@ -315,10 +339,7 @@ impl Fetcher {
                 Attempt::Status(status, _, body) if permanent_status(status) => {
                     return Err(HttpError::Refused { status, body })
                 }
-                Attempt::Status(status, headers, body) => (
-                    format!("HTTP {status} {body}"),
-                    retry_after(&headers, SystemTime::now()),
-                ),
+                Attempt::Status(status, _, body) => (format!("HTTP {status} {body}"), None),
                 Attempt::Failed(e) => (e, None),
             };
             failures += 1;
@@ -381,9 +402,14 @@ mod tests {
         let now = SystemTime::now();
         let mut h = HeaderMap::new();
         h.insert("X-RateLimit-Reset", HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(429, &h, now), Some(Duration::from_secs(7)));
+        // Datadog sends the reset on every answer: no reason to wait after a 500 or a 503.
+        assert_eq!(retry_after(500, &h, now), None);
+        assert_eq!(retry_after(503, &h, now), None);
         h.insert("Retry-After", HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(2)));
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        assert_eq!(retry_after(429, &h, now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(503, &h, now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(500, &h, now), None);
+        assert_eq!(retry_after(429, &HeaderMap::new(), now), None);
     }
 }

@@ -161,7 +161,10 @@ pub enum ChunkError {
     Refused(anyhow::Error),
     /// The answer cannot be used: tried again, then skipped and recorded.
     Data(anyhow::Error),
-    /// Nothing can work (bad credentials): the command ends.
+    /// The credentials were refused: the command ends if nothing has worked yet (a wrong key);
+    /// after a success only this feed fails (e.g. a key without the events scope).
+    Auth(anyhow::Error),
+    /// Nothing can work (the database connection is gone): the command ends.
     Fatal(anyhow::Error),
 }
 
@@ -271,7 +274,7 @@ pub fn chunks(
     let mut out = Vec::new();
     let mut t = start;
     while t < until {
-        let e = (t + chunk).min(until);
+        let e = t.checked_add(chunk).map_or(until, |e| e.min(until));
         out.push((t, e));
         t = e;
     }
@@ -542,7 +545,13 @@ struct Runner<'a, S: Source> {
     stats: Stats,
     progress: Progress,
     state: HashMap<String, FeedState>,
+    /// Some chunk has been ingested by this process (bad credentials are then one feed's).
+    any_ok: bool,
 }
+
+/// Consecutive chunks of one feed skipped in one pass after which the feed is failing instead:
+/// a source that answers nothing usable for every range is broken, not its data.
+const MAX_SKIPS_IN_A_ROW: u32 = 3;
 
 impl<S: Source> Runner<'_, S> {
     fn until(&self) -> SystemTime {
@@ -613,6 +622,7 @@ impl<S: Source> Runner<'_, S> {
             }
         };
         let list = chunks(start, until, self.args.chunk);
+        let mut skips_in_a_row = 0u32;
         for (i, &(a, b)) in list.iter().enumerate() {
             self.progress.show(S::NAME, &feed.label, i + 1, list.len());
             let mut tries = 0u32;
@@ -622,16 +632,34 @@ impl<S: Source> Runner<'_, S> {
                     Err(e) => Err(e),
                 };
                 match result {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.any_ok = true;
+                        skips_in_a_row = 0;
+                        break;
+                    }
                     Err(ChunkError::Interrupted) => return Ok(false),
                     Err(ChunkError::Fatal(e)) => return Err(FeedFailure::Fatal(e)),
+                    Err(ChunkError::Auth(e)) if !self.any_ok => return Err(FeedFailure::Fatal(e)),
+                    Err(ChunkError::Auth(e)) => {
+                        return Err(FeedFailure::Failing { start: a, error: e })
+                    }
                     Err(ChunkError::Unavailable(e)) | Err(ChunkError::Refused(e)) => {
                         return Err(FeedFailure::Failing { start: a, error: e })
                     }
                     Err(ChunkError::Data(e)) => {
                         tries += 1;
                         let msg = format!("{e:#}");
+                        if tries >= self.args.skip_after && skips_in_a_row + 1 >= MAX_SKIPS_IN_A_ROW
+                        {
+                            return Err(FeedFailure::Failing {
+                                start: a,
+                                error: e.context(format!(
+                                    "{MAX_SKIPS_IN_A_ROW} chunks in a row unusable: the source seems broken, not its data; not skipping more"
+                                )),
+                            });
+                        }
                         if tries >= self.args.skip_after {
+                            skips_in_a_row += 1;
                             skip_chunk(db, feed, (a, b), tries, &msg)
                                 .await
                                 .map_err(FeedFailure::Fatal)?;
@@ -748,6 +776,7 @@ pub async fn run<S: Source>(
             last: Instant::now(),
         },
         state: HashMap::new(),
+        any_ok: false,
     };
     let started = Instant::now();
     let result = loop {

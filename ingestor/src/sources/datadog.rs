@@ -355,7 +355,7 @@ impl Datadog {
             HttpError::Refused {
                 status: s @ (401 | 403),
                 ..
-            } => ChunkError::Fatal(anyhow!(
+            } => ChunkError::Auth(anyhow!(
                 "Datadog refused the credentials ({s}): check DD_API_KEY and DD_APP_KEY \
                  (or DATADOG_API_KEY/DATADOG_APP_KEY) and that DD_SITE ({}) is your account's site",
                 self.creds.base_url.trim_start_matches("https://api.")

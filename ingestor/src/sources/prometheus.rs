@@ -171,7 +171,15 @@ pub fn parse_matrix(body: &[u8], q: &PromQuery, host_label: &str) -> Result<Matr
         series: data.result.len(),
         ..Default::default()
     };
-    for s in data.result {
+    // `__name__` is the configured name's business, unless the answer's series differ by it
+    // (e.g. {__name__=~"a|b"}): then it stays a label, so they do not collapse into one.
+    let names: std::collections::BTreeSet<&String> = data
+        .result
+        .iter()
+        .filter_map(|s| s.metric.get("__name__"))
+        .collect();
+    let keep_name = names.len() > 1;
+    for s in &data.result {
         let host = s
             .metric
             .get(host_label)
@@ -182,12 +190,12 @@ pub fn parse_matrix(body: &[u8], q: &PromQuery, host_label: &str) -> Result<Matr
         let labels: Vec<(&str, &str)> = s
             .metric
             .iter()
-            .filter(|(k, _)| k.as_str() != "__name__" && k.as_str() != host_label)
+            .filter(|(k, _)| (keep_name || k.as_str() != "__name__") && k.as_str() != host_label)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let metric = coherence_core::series::series_key(&q.name, &labels);
-        for (t, v) in s.values {
-            let ts_us = (t * 1e6).round();
+        for (t, v) in &s.values {
+            let ts_us = (*t * 1e6).round();
             if !ts_us.is_finite() || ts_us.abs() > 9.0e18 {
                 bail!("unexpected Prometheus answer: sample time {t} out of range");
             }
@@ -283,8 +291,14 @@ impl Source for Prometheus {
                 HttpError::Refused {
                     status: s @ (401 | 403),
                     ..
-                } => ChunkError::Fatal(anyhow!(
+                } => ChunkError::Auth(anyhow!(
                     "Prometheus refused the request ({s}): check bearer_token_env in [prometheus]"
+                )),
+                // 422: the query failed on this range (too many samples, duplicate label sets):
+                // the chunk's trouble, tried again and then skipped like unusable data.
+                HttpError::Refused { status: 422, body } => ChunkError::Data(anyhow!(
+                    "{what}: Prometheus could not evaluate the query on this range (HTTP 422): {}",
+                    refusal(&body)
                 )),
                 HttpError::Refused { status, body } => ChunkError::Refused(anyhow!(
                     "{what}: Prometheus refused the query (HTTP {status}): {}",
@@ -382,6 +396,22 @@ mod tests {
         );
         assert_eq!(m.points[1].ts_us, 1_700_000_015_500_000);
         assert_eq!(m.points[1].value, 0.25);
+    }
+
+    #[test]
+    fn series_that_differ_only_by_name_keep_it_as_a_label() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"__name__":"node_memory_Cached_bytes","instance":"h"},"values":[[1,"1"]]},
+            {"metric":{"__name__":"node_memory_MemFree_bytes","instance":"h"},"values":[[1,"2"]]}]}}"#;
+        let m = parse_matrix(body, &q("mem"), "instance").unwrap();
+        assert_eq!(
+            m.points[0].metric,
+            r#"mem{__name__="node_memory_Cached_bytes"}"#
+        );
+        assert_eq!(
+            m.points[1].metric,
+            r#"mem{__name__="node_memory_MemFree_bytes"}"#
+        );
     }
 
     #[test]
