@@ -189,8 +189,6 @@ pub struct Feed {
     pub cursor_source: &'static str,
     /// `coherence.ingest_cursors.query`: the feed's key.
     pub key: String,
-    /// Keys an earlier version used for this feed: read when `key` has no cursor yet.
-    pub legacy_keys: Vec<String>,
     /// Name in logs (the metric name).
     pub label: String,
     /// Index of the query in the source's configuration.
@@ -199,23 +197,19 @@ pub struct Feed {
     pub align: Option<Duration>,
 }
 
-/// Cursor keys for queries mapped to names: the query alone (as in 0.4.0 and before) when it is
-/// mapped once; `query → name` for each mapping of a query mapped several times, so that every
-/// mapping has its own cursor (the query alone stays readable as the legacy key).
-pub fn feed_keys<'a>(
-    queries: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
-) -> Vec<(String, Vec<String>)> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (q, _) in queries.clone() {
-        *seen.entry(q).or_default() += 1;
-    }
+/// Cursor keys for queries mapped to names: the query alone (the key of 0.4.0 and before) for
+/// its first mapping; `query → name` for each further mapping of the same query, so every
+/// mapping has its own cursor. Adding a second mapping leaves the first one's cursor alone and
+/// backfills the new one from `--since`.
+pub fn feed_keys<'a>(queries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     queries
         .into_iter()
         .map(|(q, name)| {
-            if seen[q] > 1 {
-                (format!("{q} → {name}"), vec![q.to_string()])
+            if seen.insert(q) {
+                q.to_string()
             } else {
-                (q.to_string(), vec![])
+                format!("{q} → {name}")
             }
         })
         .collect()
@@ -293,14 +287,10 @@ fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 async fn cursor(db: &Client, feed: &Feed) -> Result<Option<SystemTime>> {
-    let mut keys = vec![feed.key.clone()];
-    keys.extend(feed.legacy_keys.iter().cloned());
     Ok(db
         .query_opt(
-            "SELECT cursor_at FROM coherence.ingest_cursors
-              WHERE source = $1 AND query = ANY ($2)
-              ORDER BY pg_catalog.array_position($2, query) LIMIT 1",
-            &[&feed.cursor_source, &keys],
+            "SELECT cursor_at FROM coherence.ingest_cursors WHERE source = $1 AND query = $2",
+            &[&feed.cursor_source, &feed.key],
         )
         .await?
         .map(|r| r.get(0)))
@@ -861,15 +851,7 @@ mod tests {
     #[test]
     fn a_query_mapped_twice_gets_a_cursor_per_mapping() {
         let keys = feed_keys([("avg:a{*}", "a"), ("avg:b{*}", "b1"), ("avg:b{*}", "b2")]);
-        assert_eq!(keys[0], ("avg:a{*}".to_string(), vec![]));
-        assert_eq!(
-            keys[1],
-            ("avg:b{*} → b1".to_string(), vec!["avg:b{*}".to_string()])
-        );
-        assert_eq!(
-            keys[2],
-            ("avg:b{*} → b2".to_string(), vec!["avg:b{*}".to_string()])
-        );
+        assert_eq!(keys, ["avg:a{*}", "avg:b{*}", "avg:b{*} → b2"]);
     }
 
     #[test]

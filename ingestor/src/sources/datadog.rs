@@ -428,6 +428,15 @@ impl Datadog {
                 stack.push((x, mid));
                 continue;
             }
+            if events.len() >= 1000 {
+                // A full page for one second cannot be split further: the API's page is all
+                // there is to get for it.
+                tracing::warn!(
+                    second = secs(x),
+                    events = events.len(),
+                    "a full page of events within one second: events beyond Datadog's page of 1,000 are not retrievable and are missing"
+                );
+            }
             let (lo, hi) = (secs(x) * 1_000_000, secs(y) * 1_000_000);
             out.extend(events.into_iter().filter(|e| e.ts_us >= lo && e.ts_us < hi));
         }
@@ -453,10 +462,9 @@ impl Source for Datadog {
             .iter()
             .zip(keys)
             .enumerate()
-            .map(|(index, (q, (key, legacy_keys)))| Feed {
+            .map(|(index, (q, key))| Feed {
                 cursor_source: "datadog-metrics",
                 key,
-                legacy_keys,
                 label: q.name.clone(),
                 index,
                 align: None,
@@ -466,7 +474,6 @@ impl Source for Datadog {
             feeds.push(Feed {
                 cursor_source: "datadog-events",
                 key: ev.key(),
-                legacy_keys: vec![],
                 label: "events".into(),
                 index: usize::MAX,
                 align: None,

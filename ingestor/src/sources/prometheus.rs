@@ -238,10 +238,9 @@ impl Source for Prometheus {
         qs.iter()
             .zip(keys)
             .enumerate()
-            .map(|(index, (q, (key, legacy_keys)))| Feed {
+            .map(|(index, (q, key))| Feed {
                 cursor_source: "prometheus",
                 key,
-                legacy_keys,
                 label: q.name.clone(),
                 index,
                 align: Some(self.step),
