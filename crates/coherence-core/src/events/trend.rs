@@ -47,24 +47,51 @@ impl Default for TrendEventParams {
     }
 }
 
+/// Kendall's S = Σ_{i<j} sign(x_j − x_i) in O(n log n): each value's rank among the distinct
+/// values (equal values, −0 and +0 included, share a rank), and a Fenwick tree of the ranks seen
+/// so far counts the earlier values below and above it. `sorted` is `xs` sorted by `total_cmp`.
+fn kendall_s(xs: &[f64], sorted: &[f64]) -> i64 {
+    let mut distinct: Vec<f64> = Vec::with_capacity(sorted.len());
+    for &v in sorted {
+        if distinct.last() != Some(&v) {
+            distinct.push(v);
+        }
+    }
+    let rank = |v: f64| distinct.partition_point(|&d| d < v); // 0-based; equal values share it
+    let mut tree = vec![0i64; distinct.len() + 1];
+    let mut s = 0i64;
+    for (seen, &v) in xs.iter().enumerate() {
+        let r = rank(v);
+        // Earlier values with rank < r, and with rank <= r.
+        let prefix = |mut k: usize| {
+            let mut c = 0;
+            while k > 0 {
+                c += tree[k];
+                k &= k - 1;
+            }
+            c
+        };
+        let below = prefix(r);
+        let at_or_below = prefix(r + 1);
+        s += below - (seen as i64 - at_or_below);
+        let mut k = r + 1;
+        while k < tree.len() {
+            tree[k] += 1;
+            k += k & k.wrapping_neg();
+        }
+    }
+    s
+}
+
 /// Mann–Kendall trend statistic z (normal approximation with tie correction).
 pub fn mann_kendall_z(xs: &[f64]) -> f64 {
     let n = xs.len();
     if n < 3 {
         return 0.0;
     }
-    let mut s: i64 = 0;
-    for i in 0..n - 1 {
-        for j in i + 1..n {
-            s += match xs[j].partial_cmp(&xs[i]) {
-                Some(std::cmp::Ordering::Greater) => 1,
-                Some(std::cmp::Ordering::Less) => -1,
-                _ => 0,
-            };
-        }
-    }
     let mut sorted = xs.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
+    let s = kendall_s(xs, &sorted);
     let mut ties = 0.0;
     let mut i = 0;
     while i < n {
@@ -239,6 +266,40 @@ mod trend_tests {
         let rev: Vec<f64> = xs.iter().rev().copied().collect();
         assert!((mann_kendall_z(&rev) + 44.0 / 125f64.sqrt()).abs() < 1e-12);
         assert_eq!(mann_kendall_z(&[1.0; 20]), 0.0);
+    }
+
+    /// The O(n²) definition, as the reference for [`kendall_s`].
+    fn kendall_s_naive(xs: &[f64]) -> i64 {
+        let mut s = 0;
+        for i in 0..xs.len() {
+            for j in i + 1..xs.len() {
+                s += match xs[j].partial_cmp(&xs[i]) {
+                    Some(std::cmp::Ordering::Greater) => 1,
+                    Some(std::cmp::Ordering::Less) => -1,
+                    _ => 0,
+                };
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn kendall_s_equals_the_pairwise_definition_with_ties_and_signed_zeros() {
+        let mut r = crate::rng::Rng::new(7);
+        for case in 0..300 {
+            let n = 1 + (r.uniform() * 120.0) as usize;
+            // Few distinct values (many ties), continuous values, and ±0.
+            let xs: Vec<f64> = (0..n)
+                .map(|_| match case % 3 {
+                    0 => (r.uniform() * 5.0).floor(),
+                    1 => r.normal() * 1e6,
+                    _ => [0.0, -0.0, 1.0, -1.0][(r.uniform() * 4.0) as usize % 4],
+                })
+                .collect();
+            let mut sorted = xs.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            assert_eq!(kendall_s(&xs, &sorted), kendall_s_naive(&xs), "{xs:?}");
+        }
     }
 
     #[test]
