@@ -106,8 +106,19 @@ impl Writer {
     fn u8(&mut self, v: u8) {
         self.0.push(v)
     }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes())
+    }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes())
+    }
+    /// LEB128: 7 bits a byte, low bits first.
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8)
     }
     fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes())
@@ -135,8 +146,26 @@ impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, DetectError> {
         Ok(self.take::<1>()?[0])
     }
+    fn u16(&mut self) -> Result<u16, DetectError> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
     fn u64(&mut self) -> Result<u64, DetectError> {
         Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn varint(&mut self) -> Result<u64, DetectError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let bits = (b & 0x7f) as u64;
+            if shift == 63 && bits > 1 {
+                return Err(DetectError::Corrupt("varint overflows"));
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DetectError::Corrupt("varint too long"))
     }
     fn i64(&mut self) -> Result<i64, DetectError> {
         Ok(i64::from_le_bytes(self.take()?))
@@ -451,16 +480,287 @@ impl SpikeParams {
     }
 }
 
-/// Streaming state for spikes. The threshold depends on the whole series' mean and σ, so the
-/// values themselves are kept (8 bytes a point); the maximum and its time are tracked as they come.
+/// Distinct values a spike state keeps exactly, each with its multiplicity. Up to this many
+/// distinct values (any number of points) the spike count is exact.
+pub const SPIKE_EXACT: usize = 128;
+/// Histogram buckets on each side of the anchor once a state holds more distinct values.
+pub const SPIKE_BUCKETS: usize = 255;
+/// Ratio of consecutive bucket edges (level 0): a bucket spans a relative 4% of its distance
+/// from the anchor. Level `L` merges `2^L` level-0 buckets (ratio `1.04^(2^L)`).
+pub const SPIKE_GAMMA: f64 = 1.04;
+/// `ln(SPIKE_GAMMA)`, checked against the constant in the tests.
+const LN_GAMMA: f64 = 0.039_220_713_153_281_33;
+const INV_LN_GAMMA: f64 = 1.0 / LN_GAMMA;
+const NB: usize = 2 * SPIKE_BUCKETS + 1;
+/// Buckets whose count may exceed `u32::MAX` (each needs more than 4.3 billion points).
+const HI_SLOTS: usize = 8;
+/// Highest level: 255 · 2^24 level-0 buckets cover every ratio of finite doubles.
+const MAX_LEVEL: u8 = 24;
+const I0_CAP: i64 = (SPIKE_BUCKETS as i64) << MAX_LEVEL;
+
+/// Count of values above a threshold, in a fixed-size state (no heap, no pointers), so an
+/// aggregate's state can live in PostgreSQL memory and is bounded whatever the input size.
+///
+/// * `Exact`: the distinct values so far, sorted, with their counts. Counts are exact.
+/// * `Sketch` (from the first value beyond [`SPIKE_EXACT`] distinct ones): an anchored
+///   log-bucket histogram of `d = v − anchor`. `|d| ≤ δ` is the zero bucket; otherwise bucket
+///   `±ceil(ceil(log_γ(|d| / δ)) / 2^level)`. The anchor is the mean at conversion rounded to
+///   `g = 2^ceil(log2 σ)` and `δ = g / 64` (σ, mean: of the points so far), so states built
+///   from the same distribution usually share anchor and δ and merge bucket by bucket. A value
+///   beyond bucket 255 raises the level (merging bucket pairs) instead of being clamped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tally {
+    Exact {
+        len: u16,
+        vals: [f64; SPIKE_EXACT],
+        counts: [u64; SPIKE_EXACT],
+    },
+    Sketch(Sketch),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sketch {
+    anchor: f64,
+    delta: f64,
+    /// Largest anchor offset absorbed by re-bucketing another state's buckets (0: none).
+    shift: f64,
+    /// Largest zero-bucket half-width absorbed by re-bucketing (0: none).
+    slop: f64,
+    level: u8,
+    /// Low 32 bits of each bucket's count; index `i + SPIKE_BUCKETS` for bucket `i`.
+    counts: [u32; NB],
+    /// `(index + 1, high 32 bits)` for buckets above `u32::MAX`; `(0, 0)` is a free slot.
+    hi: [(u32, u32); HI_SLOTS],
+}
+
+#[inline]
+fn slot(i: i64) -> usize {
+    (i + SPIKE_BUCKETS as i64) as usize
+}
+
+/// Level-`level` bucket of a level-0 bucket index.
+#[inline]
+fn at_level(i0: i64, level: u8) -> i64 {
+    let m = (1i64 << level) - 1;
+    if i0 >= 0 {
+        (i0 + m) >> level
+    } else {
+        -((-i0 + m) >> level)
+    }
+}
+
+fn too_many_points() -> DetectError {
+    DetectError::TooLarge(
+        "spikes supports at most about 34 billion points in one group".to_string(),
+    )
+}
+
+impl Sketch {
+    /// Anchor and resolution for a state whose points so far have this mean and σ.
+    fn for_moments(mean: f64, sd: f64) -> Sketch {
+        let sd = if sd > 0.0 && sd.is_finite() {
+            sd
+        } else {
+            (mean.abs() * 1e-12).max(1e-300)
+        };
+        let g = sd.log2().ceil().exp2();
+        let mut anchor = (mean / g).round() * g;
+        if !anchor.is_finite() {
+            anchor = mean;
+        }
+        Sketch {
+            anchor,
+            delta: g / 64.0,
+            shift: 0.0,
+            slop: 0.0,
+            level: 0,
+            counts: [0; NB],
+            hi: [(0, 0); HI_SLOTS],
+        }
+    }
+
+    fn empty_like(&self, level: u8) -> Sketch {
+        Sketch {
+            level,
+            counts: [0; NB],
+            hi: [(0, 0); HI_SLOTS],
+            ..*self
+        }
+    }
+
+    #[inline]
+    fn get(&self, s: usize) -> u64 {
+        let lo = self.counts[s] as u64;
+        match self.hi.iter().find(|h| h.0 as usize == s + 1) {
+            Some(h) => lo | (h.1 as u64) << 32,
+            None => lo,
+        }
+    }
+
+    #[inline]
+    fn add_at(&mut self, s: usize, k: u64) -> Result<(), DetectError> {
+        let sum = self.counts[s] as u64 + k;
+        if sum <= u32::MAX as u64 {
+            self.counts[s] = sum as u32;
+            return Ok(());
+        }
+        let total = self.get(s).checked_add(k).ok_or_else(too_many_points)?;
+        self.counts[s] = total as u32;
+        let high = (total >> 32) as u32;
+        let key = s as u32 + 1;
+        if let Some(h) = self.hi.iter_mut().find(|h| h.0 == key) {
+            h.1 = high;
+        } else if let Some(h) = self.hi.iter_mut().find(|h| h.0 == 0) {
+            *h = (key, high);
+        } else {
+            return Err(too_many_points());
+        }
+        Ok(())
+    }
+
+    /// Signed level-0 bucket of a value (0: the zero bucket).
+    #[inline]
+    fn index0(&self, v: f64) -> i64 {
+        let d = v - self.anchor;
+        let a = d.abs();
+        if !(a > self.delta) {
+            return 0;
+        }
+        let r = (a / self.delta).ln() * INV_LN_GAMMA;
+        let i0 = if r < I0_CAP as f64 {
+            (r.ceil() as i64).max(1)
+        } else {
+            I0_CAP
+        };
+        if d < 0.0 {
+            -i0
+        } else {
+            i0
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, v: f64, k: u64) -> Result<(), DetectError> {
+        let i0 = self.index0(v);
+        let mut i = at_level(i0, self.level);
+        while i.unsigned_abs() > SPIKE_BUCKETS as u64 {
+            self.collapse_to(self.level + 1)?;
+            i = at_level(i0, self.level);
+        }
+        self.add_at(slot(i), k)
+    }
+
+    /// Coarsens to `level`: bucket `j` of level `L + 1` holds buckets `2j − 1` and `2j` of `L`.
+    fn collapse_to(&mut self, level: u8) -> Result<(), DetectError> {
+        if level <= self.level {
+            return Ok(());
+        }
+        let mut out = self.empty_like(level);
+        let by = level - self.level;
+        for i in -(SPIKE_BUCKETS as i64)..=SPIKE_BUCKETS as i64 {
+            let c = self.get(slot(i));
+            if c > 0 {
+                out.add_at(slot(at_level(i, by)), c)?;
+            }
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Edges `(lo, hi)` of bucket `i` in `d = v − anchor`: `(lo, hi]` above the anchor,
+    /// `[lo, hi)` below, `[−δ, δ]` for the zero bucket.
+    fn edges(&self, i: i64) -> (f64, f64) {
+        if i == 0 {
+            return (-self.delta, self.delta);
+        }
+        let step = (1u64 << self.level) as f64 * LN_GAMMA;
+        let at = |k: u64| self.delta * (k as f64 * step).exp();
+        let (inner, outer) = (at(i.unsigned_abs() - 1), at(i.unsigned_abs()));
+        if i > 0 {
+            (inner, outer)
+        } else {
+            (-outer, -inner)
+        }
+    }
+
+    /// Adds another sketch's counts: bucket by bucket when anchor and δ agree, otherwise each
+    /// bucket's count at its midpoint (recorded in `shift`/`slop` for the error bound).
+    fn absorb(&mut self, o: &Sketch) -> Result<(), DetectError> {
+        let level = self.level.max(o.level);
+        self.collapse_to(level)?;
+        if self.anchor == o.anchor && self.delta == o.delta {
+            let mut o = *o;
+            o.collapse_to(level)?;
+            for s in 0..NB {
+                let c = o.get(s);
+                if c > 0 {
+                    self.add_at(s, c)?;
+                }
+            }
+            self.shift = self.shift.max(o.shift);
+            self.slop = self.slop.max(o.slop);
+            return Ok(());
+        }
+        for i in -(SPIKE_BUCKETS as i64)..=SPIKE_BUCKETS as i64 {
+            let c = o.get(slot(i));
+            if c > 0 {
+                let (lo, hi) = o.edges(i);
+                let mid = if i == 0 { 0.0 } else { lo + 0.5 * (hi - lo) };
+                self.insert(o.anchor + mid, c)?;
+            }
+        }
+        self.shift = self.shift.max(o.shift + (o.anchor - self.anchor).abs());
+        self.slop = self.slop.max(o.slop + o.delta);
+        Ok(())
+    }
+
+    /// `(estimate, bound)` of the number of values above `thr`: buckets wholly above, plus the
+    /// threshold's bucket pro rata (linear within the bucket). `bound` is the count of the
+    /// buckets a misclassified value can be in: the threshold's bucket, and after re-bucketing
+    /// every bucket within `(γ_L − 1)·(|thr − anchor| + shift) + slop` of the threshold.
+    fn count_above(&self, thr: f64) -> (u64, u64) {
+        let t = thr - self.anchor;
+        let gl = (((1u64 << self.level) as f64) * LN_GAMMA).exp_m1();
+        let w = if self.shift > 0.0 || self.slop > 0.0 {
+            gl * (t.abs() + self.shift) + self.slop
+        } else {
+            0.0
+        };
+        let (mut above, mut bound, mut partial) = (0u64, 0u64, 0.0f64);
+        for i in -(SPIKE_BUCKETS as i64)..=SPIKE_BUCKETS as i64 {
+            let c = self.get(slot(i));
+            if c == 0 {
+                continue;
+            }
+            let (lo, hi) = self.edges(i);
+            let wholly_above = lo > t || (i > 0 && lo == t);
+            let wholly_below = hi <= t;
+            if wholly_above {
+                above += c;
+            } else if !wholly_below {
+                partial += c as f64 * ((hi - t) / (hi - lo)).clamp(0.0, 1.0);
+                bound += c;
+                continue;
+            }
+            if w > 0.0 && hi >= t - w && lo <= t + w {
+                bound += c;
+            }
+        }
+        (above + partial.round() as u64, bound)
+    }
+}
+
+/// Streaming state for spikes, fixed size (about 2 KB, no heap): exact moments, the maximum
+/// and its time, and a [`Tally`] of the values: exact up to [`SPIKE_EXACT`] distinct values,
+/// a log-bucket histogram beyond (see [`SpikeVerdict::count_bound`] for the error).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpikeState {
     pub params: SpikeParams,
-    values: Vec<f64>,
     moments: Moments,
     max: f64,
     max_at: i64,
     pub skipped: u64,
+    tally: Tally,
 }
 
 /// Result of the spike detector.
@@ -470,7 +770,14 @@ pub struct SpikeVerdict {
     pub mean: Option<f64>,
     pub stddev: Option<f64>,
     pub threshold: Option<f64>,
+    /// Points above the threshold: exact while the group has at most [`SPIKE_EXACT`] distinct
+    /// values, else an estimate with `|count − exact| ≤ count_bound`.
     pub count: u64,
+    /// 0 when `count` is exact; else the points whose side of the threshold the histogram
+    /// cannot tell: those within a relative `γ_L − 1` (4% at level 0) of their distance from
+    /// the anchor around the threshold (after merging states with other anchors, about twice
+    /// that, plus the anchors' distance).
+    pub count_bound: u64,
     pub max: Option<f64>,
     pub max_at: Option<i64>,
     pub flagged: bool,
@@ -478,16 +785,23 @@ pub struct SpikeVerdict {
     pub skipped: u64,
 }
 
+const TAG_SPIKE_EXACT: u8 = 0;
+const TAG_SPIKE_SKETCH: u8 = 1;
+
 impl SpikeState {
     pub fn new(params: SpikeParams) -> Result<Self, DetectError> {
         params.validate()?;
         Ok(SpikeState {
             params,
-            values: Vec::new(),
             moments: Moments::default(),
             max: f64::NEG_INFINITY,
             max_at: i64::MIN,
             skipped: 0,
+            tally: Tally::Exact {
+                len: 0,
+                vals: [0.0; SPIKE_EXACT],
+                counts: [0; SPIKE_EXACT],
+            },
         })
     }
 
@@ -499,52 +813,117 @@ impl SpikeState {
         }
     }
 
-    /// Adds a point. The value list grows by fallible reservation, so running out of memory is
-    /// an error for the caller to report, never an abort.
+    /// Adds a point. Fails only beyond about 34 billion points in one group.
     #[inline]
     pub fn try_add(&mut self, ts_us: i64, v: f64) -> Result<(), DetectError> {
         if !crate::usable_value(v) {
             self.skipped += 1;
             return Ok(());
         }
-        if self.values.len() == self.values.capacity() {
-            let more = self.values.len().clamp(1024, 1 << 24);
-            self.values
-                .try_reserve_exact(more)
-                .map_err(|_| DetectError::OutOfMemory)?;
-        }
-        self.values.push(v);
+        let v = v + 0.0; // -0.0 → 0.0: one distinct value
         self.moments.add(v);
         // Ties go to the earliest time so the result does not depend on row order.
         if v > self.max || (v == self.max && ts_us < self.max_at) {
             self.max = v;
             self.max_at = ts_us;
         }
+        self.tally_add(v, 1)
+    }
+
+    /// Adds `k` copies of `v` to the tally (the moments are the caller's).
+    #[inline]
+    fn tally_add(&mut self, v: f64, k: u64) -> Result<(), DetectError> {
+        match &mut self.tally {
+            Tally::Sketch(s) => s.insert(v, k),
+            Tally::Exact { len, vals, counts } => {
+                let n = *len as usize;
+                match vals[..n].binary_search_by(|x| x.total_cmp(&v)) {
+                    Ok(j) => {
+                        counts[j] += k;
+                        Ok(())
+                    }
+                    Err(j) if n < SPIKE_EXACT => {
+                        vals.copy_within(j..n, j + 1);
+                        counts.copy_within(j..n, j + 1);
+                        vals[j] = v;
+                        counts[j] = k;
+                        *len += 1;
+                        Ok(())
+                    }
+                    Err(_) => {
+                        self.to_sketch()?;
+                        self.tally_add(v, k)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Switches to the histogram, anchored by the moments (which must include every value
+    /// held exactly).
+    fn to_sketch(&mut self) -> Result<(), DetectError> {
+        if let Tally::Exact { len, vals, counts } = self.tally {
+            let sd = self.moments.var_samp().map_or(0.0, f64::sqrt);
+            let mut s = Sketch::for_moments(self.moments.mean, sd);
+            for j in 0..len as usize {
+                s.insert(vals[j], counts[j])?;
+            }
+            self.tally = Tally::Sketch(s);
+        }
         Ok(())
     }
 
-    /// A copy whose value list is reserved fallibly.
+    /// A copy (the state is fixed-size; kept for the callers' symmetry with other states).
     pub fn try_clone(&self) -> Result<SpikeState, DetectError> {
-        let mut c = SpikeState::new(self.params)?;
-        c.merge(self)?;
-        Ok(c)
+        Ok(self.clone())
+    }
+
+    /// Whether the spike count is exact (at most [`SPIKE_EXACT`] distinct values so far).
+    pub fn is_exact(&self) -> bool {
+        matches!(self.tally, Tally::Exact { .. })
     }
 
     pub fn merge(&mut self, o: &SpikeState) -> Result<(), DetectError> {
         if self.params != o.params {
             return Err(DetectError::ParameterMismatch);
         }
-        self.values
-            .try_reserve_exact(o.values.len())
-            .map_err(|_| DetectError::OutOfMemory)?;
-        self.values.extend_from_slice(&o.values);
+        // Moments first: a conversion below anchors on the merged mean and σ.
         self.moments.merge(&o.moments);
+        match &o.tally {
+            Tally::Exact { len, vals, counts } => {
+                for j in 0..*len as usize {
+                    self.tally_add(vals[j], counts[j])?;
+                }
+            }
+            Tally::Sketch(os) => match &mut self.tally {
+                Tally::Sketch(s) => s.absorb(os)?,
+                Tally::Exact { len, vals, counts } => {
+                    let mut s = *os;
+                    for j in 0..*len as usize {
+                        s.insert(vals[j], counts[j])?;
+                    }
+                    self.tally = Tally::Sketch(s);
+                }
+            },
+        }
         if o.max > self.max || (o.max == self.max && o.max_at < self.max_at) {
             self.max = o.max;
             self.max_at = o.max_at;
         }
         self.skipped += o.skipped;
         Ok(())
+    }
+
+    /// `(count, bound)` of values above `thr`.
+    fn count_above(&self, thr: f64) -> (u64, u64) {
+        match &self.tally {
+            Tally::Exact { len, vals, counts } => {
+                let n = *len as usize;
+                let from = vals[..n].partition_point(|&x| x <= thr);
+                (counts[from..n].iter().sum(), 0)
+            }
+            Tally::Sketch(s) => s.count_above(thr),
+        }
     }
 
     pub fn verdict(&self) -> SpikeVerdict {
@@ -555,6 +934,7 @@ impl SpikeState {
             stddev: self.moments.var_samp().map(f64::sqrt),
             threshold: None,
             count: 0,
+            count_bound: 0,
             max: (n > 0).then_some(self.max),
             max_at: (n > 0).then_some(self.max_at),
             flagged: false,
@@ -572,7 +952,11 @@ impl SpikeState {
         if sd == 0.0 {
             return out; // a constant series has no spikes
         }
-        out.count = self.values.iter().filter(|&&v| v > thr).count() as u64;
+        let (count, bound) = self.count_above(thr);
+        // Only values up to the maximum exist: nothing above it, and at least the maximum
+        // itself when it is above the threshold.
+        out.count = if self.max > thr { count.max(1) } else { 0 };
+        out.count_bound = if self.max > thr { bound } else { 0 };
         if out.count > 0 {
             let p0 = normal_sf(self.params.sigmas);
             let freq = clamp01((out.count as f64 / n as f64 - p0) / 0.01);
@@ -589,25 +973,48 @@ impl SpikeState {
         self.try_to_bytes().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Serializes the state into a buffer reserved fallibly (8 bytes a value).
+    /// Serializes the state: the exact values with their counts, or the histogram's used
+    /// bucket range with varint counts (at most about 6 KB; typically a few hundred bytes).
     pub fn try_to_bytes(&self) -> Result<Vec<u8>, DetectError> {
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(64 + 8 * self.values.len())
-            .map_err(|_| DetectError::OutOfMemory)?;
-        let mut w = Writer(buf);
+        let mut w = Writer(Vec::with_capacity(128));
         w.u8(TAG_SPIKE);
         w.f64(self.params.sigmas);
         w.u64(self.skipped);
         w.moments(&self.moments);
         w.f64(self.max);
         w.i64(self.max_at);
-        w.u64(self.values.len() as u64);
-        for v in &self.values {
-            w.f64(*v);
+        match &self.tally {
+            Tally::Exact { len, vals, counts } => {
+                w.u8(TAG_SPIKE_EXACT);
+                w.u16(*len);
+                for j in 0..*len as usize {
+                    w.f64(vals[j]);
+                    w.varint(counts[j]);
+                }
+            }
+            Tally::Sketch(s) => {
+                w.u8(TAG_SPIKE_SKETCH);
+                w.f64(s.anchor);
+                w.f64(s.delta);
+                w.f64(s.shift);
+                w.f64(s.slop);
+                w.u8(s.level);
+                let used: Vec<usize> = (0..NB).filter(|&i| s.get(i) > 0).collect();
+                let (first, last) = match (used.first(), used.last()) {
+                    (Some(&f), Some(&l)) => (f, l),
+                    _ => (0, 0),
+                };
+                w.u16(first as u16);
+                w.u16(last as u16);
+                for i in first..=last {
+                    w.varint(s.get(i));
+                }
+            }
         }
         Ok(w.0)
     }
 
+    /// Reads [`SpikeState::to_bytes`]' output; anything inconsistent is `Corrupt`.
     pub fn from_bytes(b: &[u8]) -> Result<Self, DetectError> {
         let mut r = Reader(b);
         if r.u8()? != TAG_SPIKE {
@@ -618,19 +1025,60 @@ impl SpikeState {
         s.moments = r.moments()?;
         s.max = r.f64()?;
         s.max_at = r.i64()?;
-        let n = r.u64()? as usize;
-        if r.0.len() != n.saturating_mul(8) {
-            return Err(DetectError::Corrupt("value count does not match length"));
+        let mut total = 0u64;
+        let bad = DetectError::Corrupt("inconsistent spike state");
+        match r.u8()? {
+            TAG_SPIKE_EXACT => {
+                let len = r.u16()?;
+                if len as usize > SPIKE_EXACT {
+                    return Err(DetectError::Corrupt("too many exact values"));
+                }
+                let mut prev: Option<f64> = None;
+                for _ in 0..len {
+                    let (v, c) = (r.f64()?, r.varint()?);
+                    let increasing = prev.is_none_or(|p| p.total_cmp(&v).is_lt());
+                    if !crate::usable_value(v) || c == 0 || !increasing {
+                        return Err(bad);
+                    }
+                    prev = Some(v);
+                    total = total.checked_add(c).ok_or(bad.clone())?;
+                    s.tally_add(v, c)?;
+                }
+            }
+            TAG_SPIKE_SKETCH => {
+                let (anchor, delta, shift, slop) = (r.f64()?, r.f64()?, r.f64()?, r.f64()?);
+                let level = r.u8()?;
+                let fine = |x: f64| x.is_finite() && x >= 0.0;
+                if !(anchor.is_finite() && fine(delta) && delta > 0.0 && fine(shift) && fine(slop))
+                    || level > MAX_LEVEL
+                {
+                    return Err(bad);
+                }
+                let mut sk = Sketch::for_moments(0.0, 1.0);
+                (sk.anchor, sk.delta, sk.shift, sk.slop, sk.level) =
+                    (anchor, delta, shift, slop, level);
+                let (first, last) = (r.u16()? as usize, r.u16()? as usize);
+                if first > last || last >= NB {
+                    return Err(bad);
+                }
+                for i in first..=last {
+                    let c = r.varint()?;
+                    total = total.checked_add(c).ok_or(bad.clone())?;
+                    sk.add_at(i, c)?;
+                }
+                s.tally = Tally::Sketch(sk);
+            }
+            _ => return Err(DetectError::Corrupt("unknown spike tally")),
         }
-        s.values
-            .try_reserve_exact(n)
-            .map_err(|_| DetectError::OutOfMemory)?;
-        s.values.extend(
-            r.0.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap())),
-        );
-        r.0 = &[];
         r.end()?;
+        let max_ok = if s.moments.n == 0 {
+            s.max == f64::NEG_INFINITY
+        } else {
+            crate::usable_value(s.max)
+        };
+        if total != s.moments.n || !max_ok {
+            return Err(bad);
+        }
         Ok(s)
     }
 }
