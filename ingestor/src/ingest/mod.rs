@@ -79,7 +79,7 @@ pub struct RunArgs {
     pub skip_after: u32,
 
     /// Largest response body accepted, in MiB (after decompression).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_body_mb: u64,
 }
 
