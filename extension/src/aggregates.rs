@@ -1,8 +1,10 @@
 //! The three detector aggregates: `coherence.variance_escalation`, `coherence.spikes` and
 //! `coherence.trend`, each `(ts timestamptz, value float8 [, parameters])`.
 //!
-//! State is a Rust value (`internal`) allocated in the aggregate's memory context and dropped
-//! with it, so an error mid-query frees it. Each aggregate has combine/serialize/deserialize
+//! State is a Rust value (`internal`) palloc'd in the aggregate's memory context (so
+//! PostgreSQL accounts for it and HashAggregate spills) and dropped with it, so an error
+//! mid-query frees it. `spikes` and `trend` states are fixed-size; `variance_escalation` keeps a
+//! map of windows on the Rust heap (it grows with the time span, not the points). Each aggregate has combine/serialize/deserialize
 //! functions and is `PARALLEL SAFE`. The aggregates are created by hand in SQL below because
 //! `#[pg_aggregate]` cannot make parallel `internal`-state aggregates in pgrx 0.18.1.
 
@@ -13,7 +15,7 @@ use coherence_core::detect::{
 };
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{Internal, PgMemoryContexts, PgSqlErrorCode};
+use pgrx::{Internal, PgSqlErrorCode};
 
 /// What the generic glue needs from a detector state.
 trait Detector: Clone + 'static {
@@ -91,10 +93,40 @@ fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     ctx
 }
 
+/// Runs the state's destructor when the aggregate context is reset or deleted.
+#[pg_guard]
+unsafe extern "C-unwind" fn drop_state<D>(arg: *mut std::ffi::c_void) {
+    // SAFETY: arg is the state `new_state` wrote, dropped exactly once (by this callback).
+    unsafe { std::ptr::drop_in_place(arg.cast::<D>()) }
+}
+
+/// Puts a state into the aggregate's memory context (palloc), so PostgreSQL accounts for it
+/// (HashAggregate sees it against work_mem and spills) and frees it with the context. A state
+/// that owns heap memory (only `VarianceState`'s window map) is dropped by a reset callback.
 fn new_state<D: Detector>(fcinfo: pg_sys::FunctionCallInfo, d: D) -> Internal {
+    // palloc returns MAXALIGN (8-byte) aligned memory.
+    const { assert!(std::mem::align_of::<D>() <= 8) };
     let ctx = agg_context(fcinfo);
-    // SAFETY: ctx is the live aggregate context; the value is dropped when it is reset/deleted.
-    unsafe { PgMemoryContexts::For(ctx).switch_to(|_| Internal::new(d)) }
+    // SAFETY: ctx is the live aggregate context; the memory is sized and aligned for a `D`,
+    // written before use, and outlives every call that reads the state.
+    unsafe {
+        let p = pg_sys::MemoryContextAlloc(ctx, std::mem::size_of::<D>()).cast::<D>();
+        p.write(d);
+        if std::mem::needs_drop::<D>() {
+            let cb = pg_sys::MemoryContextAlloc(
+                ctx,
+                std::mem::size_of::<pg_sys::MemoryContextCallback>(),
+            )
+            .cast::<pg_sys::MemoryContextCallback>();
+            cb.write(pg_sys::MemoryContextCallback {
+                func: Some(drop_state::<D>),
+                arg: p.cast(),
+                next: std::ptr::null_mut(),
+            });
+            pg_sys::MemoryContextRegisterResetCallback(ctx, cb);
+        }
+        Internal::from(Some(pg_sys::Datum::from(p)))
+    }
 }
 
 #[inline]
