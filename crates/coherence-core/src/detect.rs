@@ -623,7 +623,7 @@ impl Sketch {
     fn index0(&self, v: f64) -> i64 {
         let d = v - self.anchor;
         let a = d.abs();
-        if !(a > self.delta) {
+        if a <= self.delta {
             return 0;
         }
         let r = (a / self.delta).ln() * INV_LN_GAMMA;
@@ -851,7 +851,7 @@ impl SpikeState {
                         Ok(())
                     }
                     Err(_) => {
-                        self.to_sketch()?;
+                        self.switch_to_sketch()?;
                         self.tally_add(v, k)
                     }
                 }
@@ -861,7 +861,7 @@ impl SpikeState {
 
     /// Switches to the histogram, anchored by the moments (which must include every value
     /// held exactly).
-    fn to_sketch(&mut self) -> Result<(), DetectError> {
+    fn switch_to_sketch(&mut self) -> Result<(), DetectError> {
         if let Tally::Exact { len, vals, counts } = self.tally {
             let sd = self.moments.var_samp().map_or(0.0, f64::sqrt);
             let mut s = Sketch::for_moments(self.moments.mean, sd);
