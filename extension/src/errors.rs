@@ -18,7 +18,7 @@ pub fn raise(err: DetectError) -> ! {
         ),
         DetectError::OutOfMemory => (
             PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
-            "coherence.spikes keeps every value (8 bytes a point) for the seed's threshold; aggregate fewer points per group or add memory.",
+            "A detector's working memory grows with the points of one series or group; analyse a shorter time range or fewer points per group, or add memory.",
         ),
         DetectError::TooLarge(_) => (
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
