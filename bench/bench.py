@@ -112,7 +112,7 @@ def load(rows):
         return
     psql(DB, "TRUNCATE coherence.metrics, coherence.signal_events, coherence.anomalies, "
              "coherence.incidents, coherence.incident_edges, coherence.detection_runs, coherence.ingest_cursors, "
-             "coherence.pending_series, coherence.series_state;")
+             "coherence.pending_series, coherence.series_state, coherence.alert_deliveries;")
     if DATA == "gs":
         log(f"bench: loading {rows} rows over {hosts * 3} series (generate_series)...")
         psql(DB, gs_insert(0, rows // (hosts * 3), hosts))
@@ -178,7 +178,7 @@ def main():
     res["client"] = median(client)
 
     log("bench: run_detection (initial, then +1% rows per run)...")
-    psql(DB, "TRUNCATE coherence.anomalies, coherence.incidents, coherence.incident_edges, coherence.detection_runs;")
+    psql(DB, "TRUNCATE coherence.anomalies, coherence.incidents, coherence.incident_edges, coherence.detection_runs, coherence.alert_deliveries, coherence.pending_series;")
     res["rd_initial"] = timed(DB, "SELECT coherence.run_detection();")
     res["rd_nothing"] = median(lambda: timed(DB, "SELECT coherence.run_detection();"))
     hosts = math.ceil(SERIES / 3)

@@ -12,7 +12,7 @@ COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision
 COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision) IS
     'Variance escalation with a window width and ratio threshold, e.g. coherence.variance_escalation(ts, value, interval ''1 hour'', 2.0).';
 COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision) IS
-    'Spike detection (seed defaults): points above mean + 2.5 stddev, with count, max and when. Returns coherence.spikes_result. Parallel safe.';
+    'Spike detection (seed defaults): points above mean + 2.5 stddev, with count, max and when; the count is exact up to 128 distinct values in the group, beyond that estimated from a bounded histogram (docs/detection.md). Returns coherence.spikes_result. Parallel safe.';
 COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision, double precision) IS
     'Spike detection with a threshold in standard deviations, e.g. coherence.spikes(ts, value, 3.0).';
 COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision) IS

@@ -84,3 +84,86 @@ GRANT SELECT ON coherence.series, coherence.ingest_status TO coherence_reader;
 GRANT USAGE ON SCHEMA coherence TO @extowner@;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
+
+-- The aggregates declare their state size (SSPACE): PostgreSQL cannot ALTER it, so they are
+-- dropped and created again (nothing depends on them: the functions that call them are
+-- PL/pgSQL, bound at run time).
+DROP AGGREGATE coherence.variance_escalation(timestamptz, double precision);
+DROP AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision);
+DROP AGGREGATE coherence.spikes(timestamptz, double precision);
+DROP AGGREGATE coherence.spikes(timestamptz, double precision, double precision);
+DROP AGGREGATE coherence.trend(timestamptz, double precision);
+DROP AGGREGATE coherence.trend(timestamptz, double precision, double precision);
+-- SSPACE: the state's size in bytes (palloc'd in the aggregate context), so the planner knows
+-- a thousand groups fit a hash table within work_mem (without it, PostgreSQL assumes 8 kB a
+-- state and picks a sorted index scan or a spilling hash). spikes: the fixed SpikeState (at most
+-- 2,304 bytes, asserted in coherence-core); trend: a plain struct; variance_escalation: the
+-- struct and a typical window map (it grows with the time span).
+CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision) (
+    SFUNC = coherence.variance_escalation_trans, STYPE = internal,
+    SSPACE = 512,
+    COMBINEFUNC = coherence.variance_escalation_combine,
+    SERIALFUNC = coherence.variance_escalation_serialize,
+    DESERIALFUNC = coherence.variance_escalation_deserialize,
+    FINALFUNC = coherence.variance_escalation_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision,
+        "window" interval, ratio_threshold double precision) (
+    SFUNC = coherence.variance_escalation_trans_params, STYPE = internal,
+    SSPACE = 512,
+    COMBINEFUNC = coherence.variance_escalation_combine,
+    SERIALFUNC = coherence.variance_escalation_serialize,
+    DESERIALFUNC = coherence.variance_escalation_deserialize,
+    FINALFUNC = coherence.variance_escalation_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision) (
+    SFUNC = coherence.spikes_trans, STYPE = internal,
+    SSPACE = 2304,
+    COMBINEFUNC = coherence.spikes_combine,
+    SERIALFUNC = coherence.spikes_serialize,
+    DESERIALFUNC = coherence.spikes_deserialize,
+    FINALFUNC = coherence.spikes_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision, sigmas double precision) (
+    SFUNC = coherence.spikes_trans_params, STYPE = internal,
+    SSPACE = 2304,
+    COMBINEFUNC = coherence.spikes_combine,
+    SERIALFUNC = coherence.spikes_serialize,
+    DESERIALFUNC = coherence.spikes_deserialize,
+    FINALFUNC = coherence.spikes_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision) (
+    SFUNC = coherence.trend_trans, STYPE = internal,
+    SSPACE = 128,
+    COMBINEFUNC = coherence.trend_combine,
+    SERIALFUNC = coherence.trend_serialize,
+    DESERIALFUNC = coherence.trend_deserialize,
+    FINALFUNC = coherence.trend_final,
+    PARALLEL = SAFE
+);
+CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision, pct_threshold double precision) (
+    SFUNC = coherence.trend_trans_params, STYPE = internal,
+    SSPACE = 128,
+    COMBINEFUNC = coherence.trend_combine,
+    SERIALFUNC = coherence.trend_serialize,
+    DESERIALFUNC = coherence.trend_deserialize,
+    FINALFUNC = coherence.trend_final,
+    PARALLEL = SAFE
+);
+
+COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision) IS
+    'Variance escalation (seed defaults): sample variance of the first vs the last 4-hour window (date_bin-aligned); flagged when last/first > 1.5. Returns coherence.variance_escalation_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision) IS
+    'Variance escalation with a window width and ratio threshold, e.g. coherence.variance_escalation(ts, value, interval ''1 hour'', 2.0).';
+COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision) IS
+    'Spike detection (seed defaults): points above mean + 2.5 stddev, with count, max and when; the count is exact up to 128 distinct values in the group, beyond that estimated from a bounded histogram (docs/detection.md). Returns coherence.spikes_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.spikes(timestamptz, double precision, double precision) IS
+    'Spike detection with a threshold in standard deviations, e.g. coherence.spikes(ts, value, 3.0).';
+COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision) IS
+    'Trend detection (seed defaults): least-squares fit of value on time; flagged when the fitted change from first to last time exceeds +30%. Returns coherence.trend_result. Parallel safe.';
+COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision, double precision) IS
+    'Trend detection with a percentage threshold, e.g. coherence.trend(ts, value, 50.0).';

@@ -438,8 +438,14 @@ fn trend_final(
 
 extension_sql!(
     r#"
+-- SSPACE: the state's size in bytes (palloc'd in the aggregate context), so the planner knows
+-- a thousand groups fit a hash table within work_mem (without it, PostgreSQL assumes 8 kB a
+-- state and picks a sorted index scan or a spilling hash). spikes: the fixed SpikeState (at most
+-- 2,304 bytes, asserted in coherence-core); trend: a plain struct; variance_escalation: the
+-- struct and a typical window map (it grows with the time span).
 CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision) (
     SFUNC = coherence.variance_escalation_trans, STYPE = internal,
+    SSPACE = 512,
     COMBINEFUNC = coherence.variance_escalation_combine,
     SERIALFUNC = coherence.variance_escalation_serialize,
     DESERIALFUNC = coherence.variance_escalation_deserialize,
@@ -449,6 +455,7 @@ CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double prec
 CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision,
         "window" interval, ratio_threshold double precision) (
     SFUNC = coherence.variance_escalation_trans_params, STYPE = internal,
+    SSPACE = 512,
     COMBINEFUNC = coherence.variance_escalation_combine,
     SERIALFUNC = coherence.variance_escalation_serialize,
     DESERIALFUNC = coherence.variance_escalation_deserialize,
@@ -457,6 +464,7 @@ CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double prec
 );
 CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision) (
     SFUNC = coherence.spikes_trans, STYPE = internal,
+    SSPACE = 2304,
     COMBINEFUNC = coherence.spikes_combine,
     SERIALFUNC = coherence.spikes_serialize,
     DESERIALFUNC = coherence.spikes_deserialize,
@@ -465,6 +473,7 @@ CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision) (
 );
 CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision, sigmas double precision) (
     SFUNC = coherence.spikes_trans_params, STYPE = internal,
+    SSPACE = 2304,
     COMBINEFUNC = coherence.spikes_combine,
     SERIALFUNC = coherence.spikes_serialize,
     DESERIALFUNC = coherence.spikes_deserialize,
@@ -473,6 +482,7 @@ CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision, sigmas
 );
 CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision) (
     SFUNC = coherence.trend_trans, STYPE = internal,
+    SSPACE = 128,
     COMBINEFUNC = coherence.trend_combine,
     SERIALFUNC = coherence.trend_serialize,
     DESERIALFUNC = coherence.trend_deserialize,
@@ -481,6 +491,7 @@ CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision) (
 );
 CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision, pct_threshold double precision) (
     SFUNC = coherence.trend_trans_params, STYPE = internal,
+    SSPACE = 128,
     COMBINEFUNC = coherence.trend_combine,
     SERIALFUNC = coherence.trend_serialize,
     DESERIALFUNC = coherence.trend_deserialize,

@@ -199,6 +199,9 @@ SELECT :'upgraded4_functions' = :'fresh_functions' AS functions_as_fresh,
        :'upgraded4_triggers' = :'fresh_triggers' AS triggers_as_fresh;
 SELECT host, metric, name, labels FROM coherence.series ORDER BY host, metric;
 SELECT source, query, failures, skipped_chunks FROM coherence.ingest_status;
+-- The aggregates were dropped and created again with their state sizes (SSPACE), as fresh.
+SELECT aggfnoid::regprocedure AS aggregate, aggtransspace, aggcombinefn <> 0 AS parallel
+  FROM pg_aggregate WHERE aggfnoid::regproc::text LIKE 'coherence.%' ORDER BY aggfnoid::regprocedure::text;
 
 \c coherence_regress
 SET client_min_messages = warning;

@@ -303,8 +303,11 @@ fn spikes_of(xs: &[f64]) -> SpikeState {
 #[test]
 fn spike_state_is_small_and_constants_agree() {
     assert!((LN_GAMMA - SPIKE_GAMMA.ln()).abs() < 1e-15);
+    // The aggregates' SSPACE (extension/src/aggregates.rs) promises these sizes to the planner.
     let size = std::mem::size_of::<SpikeState>();
     assert!(size <= 2304, "SpikeState is {size} bytes");
+    assert!(std::mem::size_of::<TrendState>() <= 128);
+    assert!(std::mem::size_of::<VarianceState>() <= 512);
     assert!(std::mem::align_of::<SpikeState>() <= 8);
     // Level 0 spans 1.04^255 ≈ 22,000 times δ.
     assert!((SPIKE_GAMMA.powi(SPIKE_BUCKETS as i32) - 22_054.7).abs() < 1.0);
