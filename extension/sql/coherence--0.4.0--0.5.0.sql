@@ -81,80 +81,32 @@ COMMENT ON VIEW coherence.series IS
 -- The readers see the new views; the installing role gets the same rights on the new table
 -- and sequence as on the others (as in a fresh install).
 GRANT SELECT ON coherence.series, coherence.ingest_status TO coherence_reader;
-GRANT USAGE ON SCHEMA coherence TO @extowner@;
-GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
-GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
+-- To the extension's owner, not @extowner@: in an update script that is whoever runs ALTER
+-- EXTENSION UPDATE (often postgres), and the owner who writes these tables would lack the rights
+-- on the new ones.
+DO $grant$
+DECLARE
+    v_owner text := (SELECT e.extowner::pg_catalog.regrole::text FROM pg_catalog.pg_extension e
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
+BEGIN
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA coherence TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO %s', v_owner);
+END
+$grant$;
 
--- The aggregates declare their state size (SSPACE): PostgreSQL cannot ALTER it, so they are
--- dropped and created again (nothing depends on them: the functions that call them are
--- PL/pgSQL, bound at run time).
-DROP AGGREGATE coherence.variance_escalation(timestamptz, double precision);
-DROP AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision);
-DROP AGGREGATE coherence.spikes(timestamptz, double precision);
-DROP AGGREGATE coherence.spikes(timestamptz, double precision, double precision);
-DROP AGGREGATE coherence.trend(timestamptz, double precision);
-DROP AGGREGATE coherence.trend(timestamptz, double precision, double precision);
--- SSPACE: the state's size in bytes (palloc'd in the aggregate context), so the planner knows
--- a thousand groups fit a hash table within work_mem (without it, PostgreSQL assumes 8 kB a
--- state and picks a sorted index scan or a spilling hash). spikes: the fixed SpikeState (at most
--- 2,304 bytes, asserted in coherence-core); trend: a plain struct; variance_escalation: the
--- struct and a typical window map (it grows with the time span).
-CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision) (
-    SFUNC = coherence.variance_escalation_trans, STYPE = internal,
-    SSPACE = 512,
-    COMBINEFUNC = coherence.variance_escalation_combine,
-    SERIALFUNC = coherence.variance_escalation_serialize,
-    DESERIALFUNC = coherence.variance_escalation_deserialize,
-    FINALFUNC = coherence.variance_escalation_final,
-    PARALLEL = SAFE
-);
-CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision,
-        "window" interval, ratio_threshold double precision) (
-    SFUNC = coherence.variance_escalation_trans_params, STYPE = internal,
-    SSPACE = 512,
-    COMBINEFUNC = coherence.variance_escalation_combine,
-    SERIALFUNC = coherence.variance_escalation_serialize,
-    DESERIALFUNC = coherence.variance_escalation_deserialize,
-    FINALFUNC = coherence.variance_escalation_final,
-    PARALLEL = SAFE
-);
-CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision) (
-    SFUNC = coherence.spikes_trans, STYPE = internal,
-    SSPACE = 2304,
-    COMBINEFUNC = coherence.spikes_combine,
-    SERIALFUNC = coherence.spikes_serialize,
-    DESERIALFUNC = coherence.spikes_deserialize,
-    FINALFUNC = coherence.spikes_final,
-    PARALLEL = SAFE
-);
-CREATE AGGREGATE coherence.spikes(ts timestamptz, value double precision, sigmas double precision) (
-    SFUNC = coherence.spikes_trans_params, STYPE = internal,
-    SSPACE = 2304,
-    COMBINEFUNC = coherence.spikes_combine,
-    SERIALFUNC = coherence.spikes_serialize,
-    DESERIALFUNC = coherence.spikes_deserialize,
-    FINALFUNC = coherence.spikes_final,
-    PARALLEL = SAFE
-);
-CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision) (
-    SFUNC = coherence.trend_trans, STYPE = internal,
-    SSPACE = 128,
-    COMBINEFUNC = coherence.trend_combine,
-    SERIALFUNC = coherence.trend_serialize,
-    DESERIALFUNC = coherence.trend_deserialize,
-    FINALFUNC = coherence.trend_final,
-    PARALLEL = SAFE
-);
-CREATE AGGREGATE coherence.trend(ts timestamptz, value double precision, pct_threshold double precision) (
-    SFUNC = coherence.trend_trans_params, STYPE = internal,
-    SSPACE = 128,
-    COMBINEFUNC = coherence.trend_combine,
-    SERIALFUNC = coherence.trend_serialize,
-    DESERIALFUNC = coherence.trend_deserialize,
-    FINALFUNC = coherence.trend_final,
-    PARALLEL = SAFE
-);
-
+-- The aggregates declare their state size (SSPACE) as a fresh install does. PostgreSQL has no
+-- ALTER AGGREGATE for it, and dropping them would fail on (or drop) users' views that call
+-- them, so the size is set in the catalog (the update runs as a superuser).
+UPDATE pg_catalog.pg_aggregate SET aggtransspace = 2048
+ WHERE aggfnoid IN ('coherence.variance_escalation(timestamptz, double precision)'::pg_catalog.regprocedure,
+                    'coherence.variance_escalation(timestamptz, double precision, interval, double precision)'::pg_catalog.regprocedure);
+UPDATE pg_catalog.pg_aggregate SET aggtransspace = 2304
+ WHERE aggfnoid IN ('coherence.spikes(timestamptz, double precision)'::pg_catalog.regprocedure,
+                    'coherence.spikes(timestamptz, double precision, double precision)'::pg_catalog.regprocedure);
+UPDATE pg_catalog.pg_aggregate SET aggtransspace = 128
+ WHERE aggfnoid IN ('coherence.trend(timestamptz, double precision)'::pg_catalog.regprocedure,
+                    'coherence.trend(timestamptz, double precision, double precision)'::pg_catalog.regprocedure);
 COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision) IS
     'Variance escalation (seed defaults): sample variance of the first vs the last 4-hour window (date_bin-aligned); flagged when last/first > 1.5. Returns coherence.variance_escalation_result. Parallel safe.';
 COMMENT ON AGGREGATE coherence.variance_escalation(timestamptz, double precision, interval, double precision) IS

@@ -104,20 +104,31 @@ unsafe extern "C-unwind" fn drop_state<D>(arg: *mut std::ffi::c_void) {
 /// (HashAggregate sees it against work_mem and spills) and frees it with the context. A state
 /// that owns heap memory (only `VarianceState`'s window map) is dropped by a reset callback.
 fn new_state<D: Detector>(fcinfo: pg_sys::FunctionCallInfo, d: D) -> Internal {
+    let ctx = agg_context(fcinfo);
+    // SAFETY: ctx is the live aggregate context, which outlives every call that reads the state.
+    unsafe { place_state(ctx, d) }
+}
+
+/// Writes `d` into memory of `ctx`; a state that owns heap memory gets a reset callback that
+/// drops it.
+///
+/// # Safety
+/// `ctx` must be a live memory context that outlives every use of the returned state.
+unsafe fn place_state<D: Detector>(ctx: pg_sys::MemoryContext, d: D) -> Internal {
     // palloc returns MAXALIGN (8-byte) aligned memory.
     const { assert!(std::mem::align_of::<D>() <= 8) };
-    let ctx = agg_context(fcinfo);
-    // SAFETY: ctx is the live aggregate context; the memory is sized and aligned for a `D`,
-    // written before use, and outlives every call that reads the state.
+    // SAFETY: the memory is sized and aligned for a `D` and written before use. The callback
+    // is allocated first, so an out-of-memory error there cannot leak a written state.
     unsafe {
+        let cb = if std::mem::needs_drop::<D>() {
+            pg_sys::MemoryContextAlloc(ctx, std::mem::size_of::<pg_sys::MemoryContextCallback>())
+                .cast::<pg_sys::MemoryContextCallback>()
+        } else {
+            std::ptr::null_mut()
+        };
         let p = pg_sys::MemoryContextAlloc(ctx, std::mem::size_of::<D>()).cast::<D>();
         p.write(d);
-        if std::mem::needs_drop::<D>() {
-            let cb = pg_sys::MemoryContextAlloc(
-                ctx,
-                std::mem::size_of::<pg_sys::MemoryContextCallback>(),
-            )
-            .cast::<pg_sys::MemoryContextCallback>();
+        if !cb.is_null() {
             cb.write(pg_sys::MemoryContextCallback {
                 func: Some(drop_state::<D>),
                 arg: p.cast(),
@@ -188,9 +199,14 @@ fn serialize<D: Detector>(state: Internal) -> Vec<u8> {
         .unwrap_or_else(|e| raise(e))
 }
 
+/// A deserialized partial state is read once, by the combine function (which merges it or
+/// clones it into the aggregate context), so it lives in the short-lived current context, as
+/// PostgreSQL's own deserialize functions do, not in the aggregate's memory for the whole query.
 fn deserialize<D: Detector>(bytes: &[u8], fcinfo: pg_sys::FunctionCallInfo) -> Internal {
+    agg_context(fcinfo); // only ever called by an aggregate
     let d = D::from_bytes(bytes).unwrap_or_else(|e| raise(e));
-    new_state(fcinfo, d)
+    // SAFETY: CurrentMemoryContext is live for this call and the combine call that reads it.
+    unsafe { place_state(pg_sys::CurrentMemoryContext, d) }
 }
 
 fn ts_of(unix_us: Option<i64>) -> Option<TimestampWithTimeZone> {
@@ -442,10 +458,12 @@ extension_sql!(
 -- a thousand groups fit a hash table within work_mem (without it, PostgreSQL assumes 8 kB a
 -- state and picks a sorted index scan or a spilling hash). spikes: the fixed SpikeState (at most
 -- 2,304 bytes, asserted in coherence-core); trend: a plain struct; variance_escalation: the
--- struct and a typical window map (it grows with the time span).
+-- struct plus room for its window map, which lives on the Rust heap where PostgreSQL cannot
+-- see it and grows with the time span (about 40 bytes a window): 2 kB keeps the planner from
+-- hashing far more groups than work_mem can hold.
 CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision) (
     SFUNC = coherence.variance_escalation_trans, STYPE = internal,
-    SSPACE = 512,
+    SSPACE = 2048,
     COMBINEFUNC = coherence.variance_escalation_combine,
     SERIALFUNC = coherence.variance_escalation_serialize,
     DESERIALFUNC = coherence.variance_escalation_deserialize,
@@ -455,7 +473,7 @@ CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double prec
 CREATE AGGREGATE coherence.variance_escalation(ts timestamptz, value double precision,
         "window" interval, ratio_threshold double precision) (
     SFUNC = coherence.variance_escalation_trans_params, STYPE = internal,
-    SSPACE = 512,
+    SSPACE = 2048,
     COMBINEFUNC = coherence.variance_escalation_combine,
     SERIALFUNC = coherence.variance_escalation_serialize,
     DESERIALFUNC = coherence.variance_escalation_deserialize,

@@ -179,7 +179,11 @@ CREATE TEMP TABLE before4 AS :rows_md5;
 CREATE TEMP TABLE before4_other AS
 SELECT (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.series_rules r) AS rules,
        (SELECT md5(string_agg(to_jsonb(s)::text, ',' ORDER BY host, metric)) FROM coherence.series_state s) AS state;
+-- A user's view over the aggregates must not stop the update (nor be dropped by it).
+CREATE VIEW public.user_spikes AS
+SELECT host, (coherence.spikes("timestamp", value)).count AS spikes FROM coherence.metrics GROUP BY host;
 ALTER EXTENSION coherence UPDATE;
+SELECT count(*) > 0 AS user_view_still_works FROM public.user_spikes;
 CREATE TEMP TABLE after4 AS :rows_md5;
 SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
        b.anomalies IS NOT DISTINCT FROM a.anomalies AS anomalies_same,
