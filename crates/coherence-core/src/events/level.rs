@@ -124,7 +124,7 @@ pub(crate) fn scan(
             }
         }
         let base = if level.len() >= 3 {
-            seasonal[i] + level.median_mad().0
+            seasonal[i] + level.median()
         } else {
             f64::NAN
         };
@@ -213,12 +213,13 @@ pub(crate) fn scan(
 }
 
 fn push(w: &mut SortedWindow, q: &mut VecDeque<f64>, v: f64, cap: usize) {
-    if q.len() == cap {
+    q.push_back(v);
+    if q.len() > cap {
         if let Some(old) = q.pop_front() {
-            w.remove(old);
+            w.replace(old, v);
+            return;
         }
     }
-    q.push_back(v);
     w.insert(v);
 }
 
