@@ -14,14 +14,17 @@
 --                                         and a write path (plain INSERT/COPY route by host).
 --   coherence.metrics, coherence.signal_events (the extension's own tables, kept intact):
 --                                         the ingest entry point. The unchanged ingestor writes
---                                         INSERT ... ON CONFLICT (host, metric_name, "timestamp")
---                                         DO NOTHING, which needs a unique index on the target;
+--                                         INSERT ... ON CONFLICT DO NOTHING (and ON CONFLICT
+--                                         (source, source_id) for events), which needs unique
+--                                         indexes on the target;
 --                                         a partitioned table with foreign partitions can have
 --                                         none. A statement trigger forwards each statement's
 --                                         rows to fleet.* (routed to the host's shard, where the
 --                                         shard's unique key drops duplicates) and deletes them
---                                         locally; foreign inheritance children make SELECTs on
---                                         them read every shard (no pushdown: use fleet.*).
+--                                         locally. Foreign inheritance children make SELECTs on
+--                                         coherence.signal_events read every shard (no pushdown:
+--                                         use fleet.*); coherence.metrics is partitioned by time
+--                                         and can have none, so samples are read in fleet.metrics.
 --   fleet.anomalies, fleet.incidents, fleet.incident_edges, fleet.active_incidents,
 --   fleet.detection_runs                  views: UNION ALL of the shards' tables, with a shard
 --                                         column ((shard, id) is the key: ids are per shard).
@@ -98,10 +101,9 @@ BEGIN
                        'SERVER %I OPTIONS (schema_name %L, table_name %L)', 'metrics_' || v_s, v_n, k, v_s, 'coherence', 'metrics');
         EXECUTE format('CREATE FOREIGN TABLE fleet.%I PARTITION OF fleet.signal_events FOR VALUES WITH (MODULUS %s, REMAINDER %s) '
                        'SERVER %I OPTIONS (schema_name %L, table_name %L)', 'signal_events_' || v_s, v_n, k, v_s, 'coherence', 'signal_events');
-        -- Read-through: SELECTs on the coordinator's coherence.metrics / signal_events see
-        -- every shard (the local parent rows are only ever in flight).
-        EXECUTE format('CREATE FOREIGN TABLE fleet.%I () INHERITS (coherence.metrics) SERVER %I OPTIONS (schema_name %L, table_name %L)',
-                       'coherence_metrics_' || v_s, v_s, 'coherence', 'metrics');
+        -- Read-through: SELECTs on the coordinator's coherence.signal_events see every shard
+        -- (the local parent rows are only ever in flight). coherence.metrics is partitioned by
+        -- time, which allows no inheritance children: read fleet.metrics for samples.
         EXECUTE format('CREATE FOREIGN TABLE fleet.%I () INHERITS (coherence.signal_events) SERVER %I OPTIONS (schema_name %L, table_name %L)',
                        'coherence_signal_events_' || v_s, v_s, 'coherence', 'signal_events');
         -- The shards' results (read-only here; run_detection writes them on the shard).
@@ -139,7 +141,9 @@ BEGIN
     INSERT INTO fleet.metrics (host, metric_name, value, "timestamp", created_at)
     SELECT n.host, n.metric_name, n.value, n."timestamp", n.created_at FROM new_rows n
     ON CONFLICT DO NOTHING;
-    DELETE FROM ONLY coherence.metrics m USING new_rows n WHERE m.id OPERATOR(pg_catalog.=) n.id;
+    -- Every partition (the local rows live in time partitions until this delete).
+    DELETE FROM coherence.metrics m USING new_rows n
+     WHERE m.id OPERATOR(pg_catalog.=) n.id AND m."timestamp" OPERATOR(pg_catalog.=) n."timestamp";
     RETURN NULL;
 END
 $fn$;

@@ -531,6 +531,21 @@ BEGIN
            until = v_until, anomalies_changed = v_anoms, incidents_opened = v_opened,
            incidents_updated = v_updated, incidents_resolved = v_resolved
      WHERE id = v_run;
+
+    -- Partitions of the days ahead, last: attaching one locks the default partition until
+    -- this transaction commits. Nothing to do (a catalog lookup) on most runs.
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
+                        WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
+                          AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
+            PERFORM coherence.create_partitions();
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+        RAISE WARNING 'coherence.run_detection(): partitions ahead not made: %', v_err
+            USING DETAIL = format('SQLSTATE %s; the detection run itself succeeded, the next run tries again.', v_state),
+                  HINT = 'Rows of days without a partition wait in coherence.metrics_default; SELECT * FROM coherence.create_partitions(); makes them.';
+    END;
     RETURN jsonb_build_object('run', v_run, 'since', v_since, 'until', v_until,
         'anomalies_changed', v_anoms, 'incidents_opened', v_opened,
         'incidents_updated', v_updated, 'incidents_resolved', v_resolved);
@@ -736,7 +751,7 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
     coherence.metrics, coherence.signal_events, coherence.anomalies, coherence.incidents,
     coherence.incident_edges, coherence.detection_runs, coherence.series_rules,
     coherence.maintenance_windows, coherence.series_state, coherence.pending_series,
-    coherence.series, coherence.ingest_status
+    coherence.series, coherence.ingest_status, coherence.metrics_default, coherence.metrics_partitions
     TO coherence_reader;
 -- The job writes the result tables: only the extension's owner (and roles it grants) may run it.
 -- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
@@ -806,5 +821,6 @@ GRANT USAGE ON SCHEMA coherence TO @extowner@;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
 GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
-    coherence.correlate(jsonb, jsonb, interval, integer) TO @extowner@;
+    coherence.correlate(jsonb, jsonb, interval, integer),
+    coherence.create_partitions(interval, integer), coherence.drop_old_data(interval) TO @extowner@;
 

@@ -3,24 +3,35 @@
 
 -- Raw metric samples (the seed's `metrics` table). One row per (host, metric_name, "timestamp"):
 -- ingest uses ON CONFLICT DO NOTHING on that key, so re-running any ingest inserts nothing twice.
+-- Partitioned by time (docs/operations.md "Partitions and retention"): one partition a UTC day,
+-- made ahead by coherence.create_partitions() (run_detection calls it), dropped by
+-- coherence.drop_old_data(); rows of days without a partition wait in metrics_default.
 CREATE TABLE coherence.metrics (
-    id          bigserial PRIMARY KEY,
-    host        text NOT NULL CHECK (host <> ''),
-    metric_name text NOT NULL CHECK (metric_name <> ''),
+    id          bigserial NOT NULL,
+    host        text NOT NULL CONSTRAINT metrics_host_check CHECK (host <> ''),
+    metric_name text NOT NULL CONSTRAINT metrics_metric_name_check CHECK (metric_name <> ''),
     value       double precision NOT NULL,
     "timestamp" timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT metrics_series_time_key UNIQUE (host, metric_name, "timestamp"),
     -- ±infinity is no time a sample was taken; it would also poison every time range.
     CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at))
-);
--- The unique key serves per-series time-range scans; BRIN serves "all series since T" scans
--- of append-mostly data at a tiny size.
-CREATE INDEX metrics_timestamp_brin ON coherence.metrics USING brin ("timestamp");
+) PARTITION BY RANGE ("timestamp");
+CREATE TABLE coherence.metrics_default PARTITION OF coherence.metrics DEFAULT;
+-- Keys and indexes live on each partition, not on the parent: pg_dump cannot restore the
+-- partitions of an extension's partitioned table whose own indexes reach down to them (restoring
+-- the partition creates the index a second time). One row per (host, metric_name, "timestamp")
+-- (ingest writes ON CONFLICT DO NOTHING: every partition's key is the arbiter; a timestamp
+-- belongs to exactly one partition). The unique key serves per-series time-range scans; BRIN
+-- serves "all series since T" scans of append-mostly data at a tiny size.
+ALTER TABLE coherence.metrics_default
+    ADD CONSTRAINT metrics_default_series_time_key UNIQUE (host, metric_name, "timestamp");
+CREATE INDEX metrics_default_timestamp_brin ON coherence.metrics_default USING brin ("timestamp");
+COMMENT ON TABLE coherence.metrics_default IS
+    'Rows of coherence.metrics on days without a partition of their own (backfills, clocks far ahead); coherence.create_partitions() moves them into day partitions.';
 
 COMMENT ON TABLE coherence.metrics IS
-    'Metric samples, one row per (host, metric_name, timestamp); written by coherence-ingest (datadog, simulate) or by you.';
-COMMENT ON COLUMN coherence.metrics.id IS 'Surrogate key.';
+    'Metric samples, one row per (host, metric_name, timestamp); written by coherence-ingest (datadog, prometheus, simulate) or by you. Partitioned by UTC day (coherence.metrics_partitions, coherence.create_partitions, coherence.drop_old_data).';
+COMMENT ON COLUMN coherence.metrics.id IS 'Insertion number (unique in practice; the row key is (host, metric_name, timestamp)).';
 COMMENT ON COLUMN coherence.metrics.host IS 'Host the sample belongs to (Datadog host tag).';
 COMMENT ON COLUMN coherence.metrics.metric_name IS 'Metric name as mapped in the ingest config, e.g. cpu, memory, disk.';
 COMMENT ON COLUMN coherence.metrics.value IS 'Sample value; NaN and ±Infinity are stored but ignored by the detectors.';
@@ -204,6 +215,7 @@ COMMENT ON VIEW coherence.ingest_status IS
 
 -- Keep user data in pg_dump output (extension member tables are otherwise skipped).
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_default', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.signal_events', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.ingest_cursors', '');

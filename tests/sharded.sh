@@ -69,14 +69,14 @@ out=$(DATABASE_URL=$COORD "$INGEST" simulate --hosts $HOSTS 2>&1)
 t_ingest=$(date +%s.%N)
 DATABASE_URL=$SINGLE "$INGEST" simulate --hosts $HOSTS >/dev/null
 rows=$((HOSTS * 3 * 2880))
-check "simulate through the coordinator succeeds (unchanged ingestor: INSERT ... ON CONFLICT (host, metric_name, \"timestamp\") DO NOTHING)" \
+check "simulate through the coordinator succeeds (unchanged ingestor: INSERT ... ON CONFLICT DO NOTHING)" \
     "$(grep -o "$rows metric rows ($rows new)" <<<"$out")" "$rows metric rows ($rows new)"
 s0=$(q "${SHARD[0]}" -c "SELECT count(*) FROM coherence.metrics")
 s1=$(q "${SHARD[1]}" -c "SELECT count(*) FROM coherence.metrics")
 check "rows land on both shards ($s0 + $s1) and add up to what was sent" \
     "$([ "$s0" -gt 0 ] && [ "$s1" -gt 0 ] && echo $((s0 + s1)))" "$rows"
-check "the coordinator keeps no row locally (ONLY coherence.metrics / signal_events are empty)" \
-    "$(q "$COORD" -c "SELECT (SELECT count(*) FROM ONLY coherence.metrics) || '/' || (SELECT count(*) FROM ONLY coherence.signal_events)")" "0/0"
+check "the coordinator keeps no row locally (its coherence.metrics partitions / ONLY signal_events are empty)" \
+    "$(q "$COORD" -c "SELECT (SELECT count(*) FROM coherence.metrics) || '/' || (SELECT count(*) FROM ONLY coherence.signal_events)")" "0/0"
 check "each host lives on exactly one shard, the one its hash partition names" \
     "$(q "$COORD" -c "SELECT count(*) FROM (SELECT host FROM fleet.metrics GROUP BY host HAVING count(DISTINCT tableoid) = 1) h")" "$HOSTS"
 # The shards' own tables agree with the coordinator's routing (not just the foreign view of it).
@@ -87,8 +87,9 @@ check "every signal event reaches a shard (as many as on the single node)" \
     "$(q "$COORD" -c "SELECT count(*) FROM fleet.signal_events")" "$(q "$SINGLE" -c "SELECT count(*) FROM coherence.signal_events")"
 check "signal events follow their host's shard" \
     "$(q "$COORD" -c "SELECT count(*) FROM fleet.signal_events e WHERE e.tableoid::regclass::text <> replace((SELECT m.tableoid::regclass::text FROM fleet.metrics m WHERE m.host = e.host LIMIT 1), 'metrics_', 'signal_events_')")" "0"
-check "reads of coherence.metrics on the coordinator see every shard" \
-    "$(q "$COORD" -c "SELECT count(*) FROM coherence.metrics")" "$rows"
+check "reads of fleet.metrics and coherence.signal_events on the coordinator see every shard" \
+    "$(q "$COORD" -c "SELECT (SELECT count(*) FROM fleet.metrics) || '/' || (SELECT count(*) FROM coherence.signal_events)")" \
+    "$rows/$(q "$SINGLE" -c "SELECT count(*) FROM coherence.signal_events")"
 queued=$(( $(q "${SHARD[0]}" -c "SELECT coalesce(sum(rows), 0) FROM coherence.pending_series WHERE metric IN ('cpu', 'memory', 'disk')") \
          + $(q "${SHARD[1]}" -c "SELECT coalesce(sum(rows), 0) FROM coherence.pending_series WHERE metric IN ('cpu', 'memory', 'disk')") ))
 check "inserts arriving through postgres_fdw fire the shards' queue triggers (pending_series)" "$queued" "$rows"

@@ -34,6 +34,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/partitions.sql",
+    name = "partitions",
+    requires = ["schema"]
+);
+extension_sql_file!(
     "../../sql/functions.sql",
     name = "functions",
     requires = [

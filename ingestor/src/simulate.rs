@@ -184,7 +184,7 @@ pub async fn run(url: Option<&str>, args: SimulateArgs) -> Result<()> {
         .execute(
             "INSERT INTO coherence.metrics (host, metric_name, value, \"timestamp\")
              SELECT host, metric_name, value, ts FROM coherence_sim_metrics
-             ON CONFLICT (host, metric_name, \"timestamp\") DO NOTHING",
+             ON CONFLICT DO NOTHING",
             &[],
         )
         .await?;

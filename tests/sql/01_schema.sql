@@ -12,13 +12,14 @@ SELECT c.relname
  WHERE e.extname = 'coherence'
  ORDER BY 1;
 
--- Re-inserting the same sample is a no-op under the ingest key.
+-- Re-inserting the same sample is a no-op under the ingest key (ON CONFLICT DO NOTHING: each
+-- partition's key is the arbiter; the partitioned parent has no index to name as a target).
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
 VALUES ('h1', 'cpu', 1.5, '2025-12-13 04:10:00+00'),
        ('h1', 'cpu', 2.5, '2025-12-13 04:11:00+00');
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
 VALUES ('h1', 'cpu', 9.9, '2025-12-13 04:10:00+00')
-ON CONFLICT (host, metric_name, "timestamp") DO NOTHING;
+ON CONFLICT DO NOTHING;
 SELECT host, metric_name, value FROM coherence.metrics ORDER BY "timestamp";
 
 -- Without ON CONFLICT a duplicate is a unique violation, not a silent second row.

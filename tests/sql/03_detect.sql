@@ -37,5 +37,5 @@ SELECT count(*) AS samples_with_null FROM coherence.samples(NULL, now());
 CREATE FUNCTION pg_temp.plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS
 $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (COSTS OFF) ' || q; END $$;
 SELECT count(*) FILTER (WHERE line LIKE '%Function Scan%') AS function_scans,
-       count(*) FILTER (WHERE line ~ ' on (metrics|signal_events) ') AS table_scans
+       count(*) FILTER (WHERE line ~ ' on (metrics\w*|signal_events) ') AS table_scans
   FROM pg_temp.plan($q$SELECT * FROM coherence.samples('2025-12-11', '2025-12-12')$q$) AS line;

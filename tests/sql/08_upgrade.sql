@@ -9,7 +9,7 @@ DROP DATABASE IF EXISTS coherence_upgrade_test;
 DROP DATABASE IF EXISTS coherence_upgrade_test2;
 CREATE DATABASE coherence_upgrade_test;
 CREATE DATABASE coherence_upgrade_test2;
-\set fingerprint 'SELECT (SELECT md5(string_agg(format(''%s(%s) -> %s [%s%s%s%s] %s %s %s'', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict, p.prosecdef, md5(p.prosrc), coalesce(obj_description(p.oid, ''pg_proc''), ''''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(p.proacl, acldefault(''f'', p.proowner))) x)), E''\n'' ORDER BY p.proname, pg_get_function_arguments(p.oid))) FROM pg_proc p WHERE p.pronamespace = ''coherence''::regnamespace) AS functions, (SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E''\n'' ORDER BY pg_describe_object(classid, objid, objsubid))) FROM pg_depend WHERE refclassid = ''pg_extension''::regclass AND refobjid = (SELECT oid FROM pg_extension WHERE extname = ''coherence'') AND deptype = ''e'') AS members, (SELECT md5(string_agg(format(''%s.%s %s %s %s %s'', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum)), E''\n'' ORDER BY c.relname, a.attname)) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum WHERE c.relnamespace = ''coherence''::regnamespace AND c.relkind IN (''r'', ''v'')) AS columns, (SELECT md5(string_agg(format(''%s %s %s %s'', c.relname, c.relkind, obj_description(c.oid, ''pg_class''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(c.relacl, acldefault(''r'', c.relowner))) x)), E''\n'' ORDER BY c.relname)) FROM pg_class c WHERE c.relnamespace = ''coherence''::regnamespace) AS relations, (SELECT md5(string_agg(format(''%s %s %s'', conname, pg_get_constraintdef(oid), convalidated), E''\n'' ORDER BY conname)) FROM pg_constraint WHERE connamespace = ''coherence''::regnamespace) AS constraints, (SELECT md5(string_agg(pg_get_triggerdef(t.oid), E''\n'' ORDER BY t.tgname)) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ''coherence''::regnamespace AND NOT t.tgisinternal) AS triggers'
+\set fingerprint 'SELECT (SELECT md5(string_agg(format(''%s(%s) -> %s [%s%s%s%s] %s %s %s'', p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.provolatile, p.proparallel, p.proisstrict, p.prosecdef, md5(p.prosrc), coalesce(obj_description(p.oid, ''pg_proc''), ''''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(p.proacl, acldefault(''f'', p.proowner))) x)), E''\n'' ORDER BY p.proname, pg_get_function_arguments(p.oid))) FROM pg_proc p WHERE p.pronamespace = ''coherence''::regnamespace) AS functions, (SELECT md5(string_agg(pg_describe_object(classid, objid, objsubid), E''\n'' ORDER BY pg_describe_object(classid, objid, objsubid))) FROM pg_depend WHERE refclassid = ''pg_extension''::regclass AND refobjid = (SELECT oid FROM pg_extension WHERE extname = ''coherence'') AND deptype = ''e'') AS members, (SELECT md5(string_agg(format(''%s.%s %s %s %s %s'', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum)), E''\n'' ORDER BY c.relname, a.attname)) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum WHERE c.relnamespace = ''coherence''::regnamespace AND c.relkind IN (''r'', ''p'', ''v'') AND NOT EXISTS (SELECT 1 FROM pg_class t WHERE t.oid = coalesce((SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid), c.oid) AND t.relispartition AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = ''pg_class''::regclass AND x.objid = t.oid AND x.deptype = ''e''))) AS columns, (SELECT md5(string_agg(format(''%s %s %s %s'', c.relname, c.relkind, obj_description(c.oid, ''pg_class''), (SELECT string_agg(format(''%s>%s:%s'', x.grantor, x.grantee, x.privilege_type), '','' ORDER BY 1) FROM aclexplode(coalesce(c.relacl, acldefault(''r'', c.relowner))) x)), E''\n'' ORDER BY c.relname)) FROM pg_class c WHERE c.relnamespace = ''coherence''::regnamespace AND NOT EXISTS (SELECT 1 FROM pg_class t WHERE t.oid = coalesce((SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid), c.oid) AND t.relispartition AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = ''pg_class''::regclass AND x.objid = t.oid AND x.deptype = ''e''))) AS relations, (SELECT md5(string_agg(format(''%s %s %s'', conname, pg_get_constraintdef(oid), convalidated), E''\n'' ORDER BY conname)) FROM pg_constraint k WHERE connamespace = ''coherence''::regnamespace AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = k.conrelid AND c.relispartition AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = ''pg_class''::regclass AND x.objid = c.oid AND x.deptype = ''e''))) AS constraints, (SELECT md5(string_agg(pg_get_triggerdef(t.oid), E''\n'' ORDER BY t.tgname)) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ''coherence''::regnamespace AND NOT t.tgisinternal) AS triggers'
 \set rows_md5 'SELECT (SELECT md5(string_agg(to_jsonb(m)::text, '','' ORDER BY id)) FROM coherence.metrics m) AS metrics, (SELECT md5(string_agg(to_jsonb(e)::text, '','' ORDER BY id)) FROM coherence.signal_events e) AS events, (SELECT md5(string_agg(to_jsonb(a)::text, '','' ORDER BY id)) FROM coherence.anomalies a) AS anomalies, (SELECT md5(string_agg((to_jsonb(i) - ''ranking'' - ''muted_by'')::text, '','' ORDER BY id)) FROM coherence.incidents i) AS incidents, (SELECT md5(string_agg((to_jsonb(r) - ''data_now'' - ''error'' - ''error_sqlstate'')::text, '','' ORDER BY id)) FROM coherence.detection_runs r) AS runs, (SELECT count(*) FROM coherence.metrics) AS metric_rows'
 
 -- A fresh install of the current version is the reference.
@@ -179,11 +179,25 @@ CREATE TEMP TABLE before4 AS :rows_md5;
 CREATE TEMP TABLE before4_other AS
 SELECT (SELECT md5(string_agg(to_jsonb(r)::text, ',' ORDER BY id)) FROM coherence.series_rules r) AS rules,
        (SELECT md5(string_agg(to_jsonb(s)::text, ',' ORDER BY host, metric)) FROM coherence.series_state s) AS state;
--- A user's view over the aggregates must not stop the update (nor be dropped by it).
+-- A user's view over coherence.metrics: 0.6.0 replaces the table with a partitioned one, and
+-- the view would go on reading the old table only, so the update refuses (changing nothing)
+-- and says what to do; saved, dropped and made again, the view reads the new table.
 CREATE VIEW public.user_spikes AS
 SELECT host, (coherence.spikes("timestamp", value)).count AS spikes FROM coherence.metrics GROUP BY host;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
 ALTER EXTENSION coherence UPDATE;
-SELECT count(*) > 0 AS user_view_still_works FROM public.user_spikes;
+SELECT extversion AS still FROM pg_extension WHERE extname = 'coherence';
+SELECT pg_get_viewdef('public.user_spikes') AS user_view_def \gset
+DROP VIEW public.user_spikes;
+ALTER EXTENSION coherence UPDATE;
+CREATE VIEW public.user_spikes AS :user_view_def
+SELECT count(*) > 0 AS user_view_works_again FROM public.user_spikes;
+-- The old table is now the partition of the time before the day after its newest row,
+-- with every row; the default partition is empty; the id sequence goes on.
+SELECT partition, from_at, until_at, is_default FROM coherence.metrics_partitions ORDER BY partition;
+SELECT count(*) AS rows_in_upgraded_partition FROM coherence.metrics_upgraded;
+SELECT (SELECT max(id) FROM coherence.metrics) < nextval('coherence.metrics_id_seq') AS sequence_goes_on;
 CREATE TEMP TABLE after4 AS :rows_md5;
 SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
        b.anomalies IS NOT DISTINCT FROM a.anomalies AS anomalies_same,
@@ -203,6 +217,12 @@ SELECT :'upgraded4_functions' = :'fresh_functions' AS functions_as_fresh,
        :'upgraded4_triggers' = :'fresh_triggers' AS triggers_as_fresh;
 SELECT host, metric, name, labels FROM coherence.series ORDER BY host, metric;
 SELECT source, query, failures, skipped_chunks FROM coherence.ingest_status;
+-- The job makes today's and the next 3 days' partitions; a row of today lands in today's.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('db-1', 'cpu', 31, now());
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT count(*) AS day_partitions FROM coherence.metrics_partitions WHERE partition LIKE 'metrics\_p%';
+SELECT tableoid::regclass::text = 'coherence.metrics_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') AS todays_row_in_todays_partition
+  FROM coherence.metrics WHERE "timestamp" > '2026-01-01';
 -- The aggregates were dropped and created again with their state sizes (SSPACE), as fresh.
 SELECT aggfnoid::regprocedure AS aggregate, aggtransspace, aggcombinefn <> 0 AS parallel
   FROM pg_aggregate WHERE aggfnoid::regproc::text LIKE 'coherence.%' ORDER BY aggfnoid::regprocedure::text;

@@ -380,7 +380,7 @@ async fn write_samples(
             "INSERT INTO coherence.metrics (host, metric_name, value, \"timestamp\")
              SELECT host, metric, value, ts FROM coherence_ingest_samples
               WHERE host <> '' AND metric <> ''
-             ON CONFLICT (host, metric_name, \"timestamp\") DO NOTHING",
+             ON CONFLICT DO NOTHING",
             &[],
         )
         .await?;

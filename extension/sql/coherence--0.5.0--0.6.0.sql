@@ -1,0 +1,696 @@
+-- coherence 0.5.0 -> 0.6.0 (see CHANGELOG.md). Run by ALTER EXTENSION coherence UPDATE TO '0.6.0'.
+-- coherence.metrics becomes a table partitioned by time (one partition a UTC day, a default
+-- partition for the rest), with coherence.create_partitions(), coherence.drop_old_data() and
+-- the view coherence.metrics_partitions. PostgreSQL cannot turn a table into a partitioned one,
+-- so the existing table keeps every row, index and grant and becomes the partition of all time
+-- up to the day after its newest sample (coherence.metrics_upgraded); no row is copied. The
+-- update scans it once (for that bound and the attach check).
+\echo Use "ALTER EXTENSION coherence UPDATE TO '0.6.0'" to load this file. \quit
+
+-- What would silently read the old table after the rename: refuse, with what to do.
+DO $check$
+DECLARE
+    v_deps text;
+BEGIN
+    SELECT pg_catalog.string_agg(DISTINCT r.ev_class::pg_catalog.regclass::text, ', ') INTO v_deps
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_rewrite r ON r.oid OPERATOR(pg_catalog.=) d.objid
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+       AND d.refobjid OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass
+       AND r.ev_class OPERATOR(pg_catalog.<>) 'coherence.metrics'::pg_catalog.regclass;
+    IF v_deps IS NOT NULL THEN
+        RAISE EXCEPTION 'views read coherence.metrics directly: %', v_deps
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = '0.6.0 replaces coherence.metrics with a table partitioned by time; these views would go on reading the old table only.',
+                  HINT = 'Save their definitions (pg_get_viewdef), drop them, run ALTER EXTENSION coherence UPDATE, then create them again.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                WHERE i.inhparent OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass) THEN
+        RAISE EXCEPTION 'coherence.metrics has inheritance children (a coordinator''s read-through?)'
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'A partitioned table can have no inheritance children.',
+                  HINT = 'On a coordinator: DROP SCHEMA fleet CASCADE; ALTER EXTENSION coherence UPDATE; then run sql/coordinator.sql again (shard data is not touched).';
+    END IF;
+END
+$check$;
+
+-- The old table, out of the way and out of the extension (it becomes a partition like the
+-- ones coherence.create_partitions() makes, so pg_dump keeps it with its rows).
+ALTER TABLE coherence.metrics RENAME TO metrics_upgraded;
+ALTER TABLE coherence.metrics_upgraded RENAME CONSTRAINT metrics_series_time_key TO metrics_upgraded_series_time_key;
+ALTER INDEX coherence.metrics_timestamp_brin RENAME TO metrics_upgraded_timestamp_brin;
+-- A partitioned table's primary key must contain the partition key; the row key is
+-- (host, metric_name, "timestamp"), and id stays a NOT NULL insertion number.
+ALTER TABLE coherence.metrics_upgraded DROP CONSTRAINT metrics_pkey;
+DROP TRIGGER metrics_queue_new ON coherence.metrics_upgraded;
+ALTER EXTENSION coherence DROP TABLE coherence.metrics_upgraded;
+
+CREATE TABLE coherence.metrics (
+    id          bigint NOT NULL DEFAULT pg_catalog.nextval('coherence.metrics_id_seq'::pg_catalog.regclass),
+    host        text NOT NULL CONSTRAINT metrics_host_check CHECK (host <> ''),
+    metric_name text NOT NULL CONSTRAINT metrics_metric_name_check CHECK (metric_name <> ''),
+    value       double precision NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- ±infinity is no time a sample was taken; it would also poison every time range.
+    CONSTRAINT metrics_times_finite CHECK (isfinite("timestamp") AND isfinite(created_at))
+) PARTITION BY RANGE ("timestamp");
+ALTER SEQUENCE coherence.metrics_id_seq OWNED BY coherence.metrics.id;
+CREATE TABLE coherence.metrics_default PARTITION OF coherence.metrics DEFAULT;
+-- Keys and indexes live on each partition, not on the parent: pg_dump cannot restore the
+-- partitions of an extension's partitioned table whose own indexes reach down to them (restoring
+-- the partition creates the index a second time). One row per (host, metric_name, "timestamp")
+-- (ingest writes ON CONFLICT DO NOTHING: every partition's key is the arbiter; a timestamp
+-- belongs to exactly one partition). The unique key serves per-series time-range scans; BRIN
+-- serves "all series since T" scans of append-mostly data at a tiny size.
+ALTER TABLE coherence.metrics_default
+    ADD CONSTRAINT metrics_default_series_time_key UNIQUE (host, metric_name, "timestamp");
+CREATE INDEX metrics_default_timestamp_brin ON coherence.metrics_default USING brin ("timestamp");
+COMMENT ON TABLE coherence.metrics_default IS
+    'Rows of coherence.metrics on days without a partition of their own (backfills, clocks far ahead); coherence.create_partitions() moves them into day partitions.';
+COMMENT ON TABLE coherence.metrics IS
+    'Metric samples, one row per (host, metric_name, timestamp); written by coherence-ingest (datadog, prometheus, simulate) or by you. Partitioned by UTC day (coherence.metrics_partitions, coherence.create_partitions, coherence.drop_old_data).';
+COMMENT ON COLUMN coherence.metrics.id IS 'Insertion number (unique in practice; the row key is (host, metric_name, timestamp)).';
+COMMENT ON COLUMN coherence.metrics.host IS 'Host the sample belongs to (Datadog host tag).';
+COMMENT ON COLUMN coherence.metrics.metric_name IS 'Metric name as mapped in the ingest config, e.g. cpu, memory, disk.';
+COMMENT ON COLUMN coherence.metrics.value IS 'Sample value; NaN and ±Infinity are stored but ignored by the detectors.';
+COMMENT ON COLUMN coherence.metrics."timestamp" IS 'Time of the sample.';
+COMMENT ON COLUMN coherence.metrics.created_at IS 'When the row was inserted.';
+CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION coherence.queue_new_metrics();
+SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_default', '');
+
+-- The old table's grants (to readers, writers, your own roles) carry over to the new one.
+DO $grants$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT a.privilege_type, a.grantee
+               FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+              WHERE c.oid OPERATOR(pg_catalog.=) 'coherence.metrics_upgraded'::pg_catalog.regclass
+                AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON coherence.metrics, coherence.metrics_default TO %s', g.privilege_type,
+                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::text) END);
+    END LOOP;
+END
+$grants$;
+
+-- The old rows: the partition of all time up to the UTC day after the newest one (capped at
+-- tomorrow; rows stamped later move to the default partition). An empty table is dropped.
+DO $attach$
+DECLARE
+    v_max   timestamptz;
+    v_bound timestamptz;
+BEGIN
+    SELECT pg_catalog.max(m."timestamp") INTO v_max FROM coherence.metrics_upgraded m;
+    IF v_max IS NULL THEN
+        DROP TABLE coherence.metrics_upgraded;
+        RETURN;
+    END IF;
+    v_bound := ((least(v_max, now() + interval '1 day') AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC';
+    WITH later AS (DELETE FROM coherence.metrics_upgraded m WHERE m."timestamp" OPERATOR(pg_catalog.>=) v_bound RETURNING m.*)
+    INSERT INTO coherence.metrics_default SELECT * FROM later;
+    EXECUTE pg_catalog.format('ALTER TABLE coherence.metrics ATTACH PARTITION coherence.metrics_upgraded FOR VALUES FROM (MINVALUE) TO (%L)', v_bound);
+    EXECUTE pg_catalog.format('COMMENT ON TABLE coherence.metrics_upgraded IS %L',
+        pg_catalog.format('Rows of coherence.metrics before %s, from before 0.6.0 (the old table, now a partition); coherence.drop_old_data() deletes its old rows and drops it once all are older than the cutoff.', v_bound));
+END
+$attach$;
+
+-- Every partition of coherence.metrics with its range (NULL bounds: unbounded or default).
+CREATE VIEW coherence.metrics_partitions AS
+WITH p AS (
+    SELECT c.oid, c.relname, c.reltuples, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+      FROM pg_catalog.pg_inherits i
+      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+     WHERE i.inhparent OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass
+)
+SELECT p.relname::text AS partition,
+       pg_catalog.substring(p.bound, 'FROM \(''([^'']*)''\)')::timestamptz AS from_at,
+       pg_catalog.substring(p.bound, 'TO \(''([^'']*)''\)')::timestamptz AS until_at,
+       p.bound OPERATOR(pg_catalog.=) 'DEFAULT' AS is_default,
+       greatest(p.reltuples, 0)::bigint AS estimated_rows,
+       pg_catalog.pg_total_relation_size(p.oid) AS bytes
+  FROM p;
+COMMENT ON VIEW coherence.metrics_partitions IS
+    'The partitions of coherence.metrics: name, time range [from_at, until_at) (NULL where unbounded; is_default for coherence.metrics_default), estimated rows (from the last ANALYZE) and size with indexes. E.g. SELECT partition, from_at, until_at, bytes FROM coherence.metrics_partitions ORDER BY from_at;';
+
+CREATE FUNCTION coherence.create_partitions(ahead interval DEFAULT interval '3 days',
+                                            backfill integer DEFAULT 0)
+RETURNS TABLE (partition text, from_at timestamptz, until_at timestamptz, moved_rows bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- Attaching a partition locks the default partition exclusively: wait at most this long for
+-- readers to let go (a later call tries again) rather than queue every reader behind us.
+SET lock_timeout = '2s'
+AS $fn$
+DECLARE
+    v_days  date[];
+    v_day   date;
+    v_from  timestamptz;
+    v_until timestamptz;
+    v_name  text;
+    v_moved bigint;
+    g       record;
+BEGIN
+    IF ahead IS NULL OR backfill IS NULL THEN
+        RAISE EXCEPTION 'create_partitions arguments must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'SELECT * FROM coherence.create_partitions(); makes today''s and the next 3 days'' partitions.';
+    END IF;
+    IF ahead < interval '0' OR ahead > interval '366 days' OR backfill < 0 OR backfill > 3660 THEN
+        RAISE EXCEPTION 'ahead must be between 0 and 366 days, backfill between 0 and 3660 days'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('ahead = %s, backfill = %s', ahead, backfill),
+                  HINT = 'Defaults: ahead 3 days, backfill 0 (days in the default partition to give their own partition, oldest first).';
+    END IF;
+    -- Today (UTC) to today + ahead, then up to `backfill` other days waiting in the default
+    -- partition, oldest first.
+    SELECT array_agg(d ORDER BY d) INTO v_days FROM (
+        SELECT gs::date AS d
+          FROM generate_series((now() AT TIME ZONE 'UTC')::date::timestamp,
+                               ((now() + ahead) AT TIME ZONE 'UTC')::date::timestamp,
+                               interval '1 day') gs
+        UNION
+        SELECT w.d FROM (
+            SELECT DISTINCT (m."timestamp" AT TIME ZONE 'UTC')::date AS d
+              FROM coherence.metrics_default m
+             ORDER BY 1 LIMIT backfill) w
+    ) days;
+    FOREACH v_day IN ARRAY v_days LOOP
+        v_name := 'metrics_p' || to_char(v_day, 'YYYYMMDD');
+        v_from := v_day::timestamp AT TIME ZONE 'UTC';
+        v_until := (v_day + 1)::timestamp AT TIME ZONE 'UTC';
+        CONTINUE WHEN to_regclass('coherence.' || quote_ident(v_name)) IS NOT NULL;
+        -- A partition of another shape (the one an upgrade made of the old table, or your
+        -- own) may cover the day already.
+        CONTINUE WHEN EXISTS (
+            SELECT 1 FROM coherence.metrics_partitions p
+             WHERE NOT p.is_default
+               AND coalesce(p.from_at, '-infinity') < v_until AND coalesce(p.until_at, 'infinity') > v_from);
+        -- Readers and writers of the default partition wait from here to commit: keep the
+        -- transaction short (the job calls this last).
+        LOCK TABLE coherence.metrics_default IN ACCESS EXCLUSIVE MODE;
+        EXECUTE format('CREATE TABLE coherence.%I (LIKE coherence.metrics INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', v_name);
+        EXECUTE format('WITH moved AS (DELETE FROM coherence.metrics_default m
+                                        WHERE m."timestamp" >= $1 AND m."timestamp" < $2 RETURNING m.*)
+                        INSERT INTO coherence.%I SELECT * FROM moved', v_name)
+            USING v_from, v_until;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        -- The partition's key and BRIN (the parent has none: see sql/schema.sql).
+        EXECUTE format('ALTER TABLE coherence.%I ADD CONSTRAINT %I UNIQUE (host, metric_name, "timestamp")',
+                       v_name, v_name || '_series_time_key');
+        EXECUTE format('CREATE INDEX %I ON coherence.%I USING brin ("timestamp")', v_name || '_timestamp_brin', v_name);
+        EXECUTE format('ALTER TABLE coherence.metrics ATTACH PARTITION coherence.%I FOR VALUES FROM (%L) TO (%L)',
+                       v_name, v_from, v_until);
+        EXECUTE format('COMMENT ON TABLE coherence.%I IS %L', v_name,
+                       format('Rows of coherence.metrics of %s (UTC); made by coherence.create_partitions(), dropped by coherence.drop_old_data().', v_day));
+        -- The parent's grants (TRUNCATE of the parent checks every partition).
+        FOR g IN SELECT a.privilege_type, a.grantee FROM pg_class c, aclexplode(c.relacl) a
+                  WHERE c.oid = 'coherence.metrics'::regclass AND a.grantee <> c.relowner LOOP
+            EXECUTE format('GRANT %s ON coherence.%I TO %s', g.privilege_type, v_name,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
+        END LOOP;
+        partition := v_name;
+        from_at := v_from;
+        until_at := v_until;
+        moved_rows := v_moved;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.create_partitions(interval, integer) IS
+    'Makes the day partitions (UTC) of coherence.metrics from today to today + ahead (default 3 days) that do not exist yet, plus up to backfill (default 0) other days whose rows wait in coherence.metrics_default, oldest first; rows of a new partition''s day move out of the default partition. Returns the partitions made. coherence.run_detection() calls it (ahead 3 days) when tomorrow''s partition is missing. Waits at most 2 s for the default partition''s lock. E.g. SELECT * FROM coherence.create_partitions(ahead => interval ''7 days'', backfill => 30);';
+REVOKE EXECUTE ON FUNCTION coherence.create_partitions(interval, integer) FROM PUBLIC;
+
+CREATE FUNCTION coherence.drop_old_data(older_than interval)
+RETURNS TABLE (partition text, action text, until_at timestamptz, rows bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER STRICT
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $fn$
+DECLARE
+    v_cutoff timestamptz;
+    p        record;
+    v_rows   bigint;
+BEGIN
+    IF older_than < interval '1 hour' THEN
+        RAISE EXCEPTION 'older_than must be at least 1 hour'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('older_than = %s', older_than),
+                  HINT = 'E.g. SELECT * FROM coherence.drop_old_data(interval ''30 days''); keeps the last 30 days of samples.';
+    END IF;
+    v_cutoff := now() - older_than;
+    FOR p IN SELECT mp.* FROM coherence.metrics_partitions mp ORDER BY mp.from_at NULLS FIRST, mp.partition LOOP
+        IF NOT p.is_default AND p.until_at IS NOT NULL AND p.until_at <= v_cutoff THEN
+            -- Whole partition older than the cutoff: dropped (instant, no dead rows).
+            EXECUTE format('DROP TABLE coherence.%I', p.partition);
+            partition := p.partition;
+            action := 'dropped';
+            until_at := p.until_at;
+            rows := p.estimated_rows;
+            RETURN NEXT;
+        ELSIF p.is_default OR p.from_at IS NULL THEN
+            -- Rows before the cutoff in the default partition, or in a partition that
+            -- reaches back without a bound (an upgrade's): deleted.
+            EXECUTE format('DELETE FROM coherence.%I m WHERE m."timestamp" < $1', p.partition) USING v_cutoff;
+            GET DIAGNOSTICS v_rows = ROW_COUNT;
+            IF v_rows > 0 THEN
+                partition := p.partition;
+                action := 'deleted';
+                until_at := v_cutoff;
+                rows := v_rows;
+                RETURN NEXT;
+            END IF;
+        END IF;
+    END LOOP;
+END
+$fn$;
+COMMENT ON FUNCTION coherence.drop_old_data(interval) IS
+    'Retention of coherence.metrics: drops the day partitions that end at least older_than (at least 1 hour) before now, and deletes older rows from the default partition and from a partition without a lower bound (what an upgrade made of the old table). Whole days: a partition that reaches past the cutoff is kept whole. Returns what it dropped (with estimated rows) or deleted (exact rows). signal_events, anomalies and incidents are kept. E.g. SELECT * FROM coherence.drop_old_data(interval ''30 days'');';
+REVOKE EXECUTE ON FUNCTION coherence.drop_old_data(interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION coherence.run_detection(
+    lookback    interval DEFAULT '48 hours',
+    tolerance   interval DEFAULT '5 minutes',
+    close_after interval DEFAULT '30 minutes',
+    full_rescan boolean DEFAULT false
+)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run        bigint;
+    v_prev_now   timestamptz;
+    v_new_min    timestamptz;
+    v_new_max    timestamptz;
+    v_since      timestamptz;
+    v_until      timestamptz;
+    v_data_now   timestamptz;
+    v_anoms      integer := 0;
+    v_opened     integer := 0;
+    v_updated    integer := 0;
+    v_resolved   integer := 0;
+    v_signals    jsonb;
+    v_coll       jsonb;
+    v_samples    jsonb;
+    v_incidents  jsonb;
+    inc          jsonb;
+    v_keep       bigint;
+    v_old        coherence.incidents;
+    v_first      timestamptz;
+    v_last       timestamptz;
+    v_top        jsonb;
+    v_hosts      text[];
+    v_metrics    text[];
+    v_durations  boolean;
+    v_rules      boolean;
+    v_err        text;
+    v_state      text;
+    r            record;
+BEGIN
+    IF lookback IS NULL OR tolerance IS NULL OR close_after IS NULL OR full_rescan IS NULL THEN
+        RAISE EXCEPTION 'run_detection arguments must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Call SELECT coherence.run_detection(); for the defaults.';
+    END IF;
+    IF lookback < interval '0' OR tolerance <= interval '0' OR close_after <= interval '0' THEN
+        RAISE EXCEPTION 'lookback must be >= 0, tolerance and close_after > 0'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s, tolerance = %s, close_after = %s', lookback, tolerance, close_after),
+                  HINT = 'Defaults: lookback 48 hours, tolerance 5 minutes, close_after 30 minutes.';
+    END IF;
+    -- Each statement below must see what committed before it (a REPEATABLE READ snapshot
+    -- taken before the lock would miss a concurrent run's incidents and duplicate them).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'coherence.run_detection() must run in a READ COMMITTED transaction'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = format('transaction_isolation is %s', current_setting('transaction_isolation')),
+                  HINT = 'Call it in its own transaction at the default isolation level (pg_cron does).';
+    END IF;
+    -- One run at a time. A concurrent call returns at once. The lock is a table lock on
+    -- coherence.detection_runs in a mode only roles that may write that table can take, so no
+    -- other login can block the job.
+    BEGIN
+        LOCK TABLE coherence.detection_runs IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'coherence.run_detection() is already running; this call does nothing';
+        RETURN jsonb_build_object('skipped', 'already running');
+    END;
+
+    SELECT data_now INTO v_prev_now FROM coherence.detection_runs
+     WHERE data_now IS NOT NULL ORDER BY id DESC LIMIT 1;
+    INSERT INTO coherence.detection_runs DEFAULT VALUES RETURNING id INTO v_run;
+
+    -- Per-series settings are looked up only when there are rules.
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
+    -- The work, in a subtransaction: a failure (a revoked privilege, a full disk, ...) rolls
+    -- the work back, keeps the queue for the next run and is recorded in detection_runs, where
+    -- coherence.health() finds it. A cancel or statement_timeout is not caught.
+    BEGIN
+    -- New data: the queue filled by the tables' insert triggers. Deleting it here makes the
+    -- run's claim atomic with its results; rows of transactions that commit later are queued
+    -- later and analysed by a later run.
+    WITH q AS (DELETE FROM coherence.pending_series RETURNING host, metric, min_ts, max_ts)
+    SELECT (SELECT min(q.min_ts) FROM q), (SELECT max(q.max_ts) FROM q),
+           (SELECT array_agg(k.host) FROM (SELECT DISTINCT q.host, q.metric FROM q) k),
+           (SELECT array_agg(k.metric) FROM (SELECT DISTINCT q.host, q.metric FROM q) k)
+      INTO v_new_min, v_new_max, v_hosts, v_metrics;
+    IF full_rescan OR v_prev_now IS NULL THEN
+        SELECT array_agg(k.host), array_agg(k.metric_name) INTO v_hosts, v_metrics
+          FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k;
+    END IF;
+    -- The written series' last sample and cadence (for no-data detection and series_health).
+    INSERT INTO coherence.series_state AS s (host, metric, last_at, last_value, cadence, updated_at)
+    SELECT k.host, k.metric, l.last_at, l.last_value, coherence.series_cadence(l.ts), now()
+      FROM unnest(v_hosts, v_metrics) AS k(host, metric)
+     CROSS JOIN LATERAL (
+           SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                  array_agg(t.ts) AS ts
+             FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                    WHERE m.host = k.host AND m.metric_name = k.metric
+                    ORDER BY m."timestamp" DESC LIMIT 33) t) l
+     WHERE l.last_at IS NOT NULL
+    ON CONFLICT (host, metric) DO UPDATE
+       SET last_at = excluded.last_at, last_value = excluded.last_value, cadence = excluded.cadence,
+           updated_at = excluded.updated_at
+     WHERE (s.last_at, s.last_value, s.cadence) IS DISTINCT FROM
+           (excluded.last_at, excluded.last_value, excluded.cadence);
+    IF full_rescan OR v_prev_now IS NULL THEN
+        -- Everything (first run, or asked): one pass over the tables' finite times.
+        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                     (SELECT min(ts) FROM coherence.signal_events WHERE isfinite(ts))),
+               greatest((SELECT max("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
+                        (SELECT max(ts) FROM coherence.signal_events WHERE isfinite(ts)))
+          INTO v_new_min, v_new_max;
+        v_since := v_new_min;
+    ELSE
+        v_since := v_new_min - lookback;
+    END IF;
+    -- Data time: the newest sample any run has seen (incidents resolve against it). Samples
+    -- stamped more than a day ahead of the database clock do not advance it: one skewed clock
+    -- must not resolve every open incident.
+    -- (least() ignores NULLs: with nothing new the cap must not become the data time.)
+    v_data_now := greatest(v_prev_now,
+                           CASE WHEN v_new_max IS NOT NULL THEN least(v_new_max, now() + interval '1 day') END);
+
+    -- Analysable range: samples before year 1000 (lookback arithmetic near PostgreSQL's
+    -- lower limit would fail every run) and after data time (far-future stamps) are not
+    -- analysed; a queue holding only such rows analyses nothing.
+    -- (greatest() ignores NULLs too: nothing new must stay nothing.)
+    IF v_new_min IS NOT NULL THEN
+        v_new_min := greatest(v_new_min, '1000-01-01 00:00+00'::timestamptz);
+        v_since := greatest(v_since, '1000-01-01 00:00+00'::timestamptz - lookback);
+        IF v_data_now IS NULL OR v_new_min > v_data_now THEN
+            v_new_min := NULL;
+            v_since := NULL;
+        END IF;
+    END IF;
+    IF v_new_min IS NOT NULL THEN
+        v_until := v_data_now + interval '1 microsecond';
+
+        -- Collective anomalies first, on their own: a host too large for them (out of
+        -- memory, array limits) costs its collective events, with a WARNING, not the run.
+        BEGIN
+            SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]'::jsonb) INTO v_coll
+              FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c;
+        EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
+                USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
+            v_coll := '[]'::jsonb;
+        END;
+
+        -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
+        WITH ev AS (
+            SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(d.host, d.metric) WHERE v_rules) st ON true
+             WHERE d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
+                -- Context of an error burst: a robust event on the host that ends at most
+                -- `tolerance` before an error is kept whatever its risk (routine for the series
+                -- alone, it still explains the burst; the burst is the news).
+                OR (d.detector = 'robust' AND EXISTS (
+                       SELECT 1 FROM coherence.signal_events e
+                        WHERE e.host = d.host AND e.severity = 'error'
+                          AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
+            UNION ALL
+            -- Metrics of a host moving together (one row per member metric).
+            SELECT c.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
+                   c.peak_value, c.baseline, c.score, c.risk, c.summary
+              FROM jsonb_to_recordset(v_coll) AS c(host text, metric text, detector text, kind text,
+                   started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
+                   peak_value double precision, baseline double precision, score double precision,
+                   risk double precision, summary text)
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(c.host, c.metric) WHERE v_rules) st ON true
+             WHERE (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
+               AND c.risk >= coalesce(st.min_risk, 0)
+            UNION ALL
+            -- Series that stopped reporting, against their own cadence, at data time (never
+            -- ahead of the clock: a host whose clock runs fast must not silence the others).
+            SELECT s.host, s.metric, n.detector, n.kind, n.started_at, n.ended_at, n.peak_at,
+                   n.peak_value, n.baseline, n.score, n.risk, n.summary
+              FROM coherence.series_state s
+             CROSS JOIN LATERAL coherence.no_data_event(s.host, s.metric, s.last_at, s.last_value,
+                                                        s.cadence, least(v_data_now, now())) n
+              LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
+             WHERE s.cadence IS NOT NULL
+               AND (st.detectors IS NULL OR 'no_data' = ANY (st.detectors))
+               AND n.risk >= coalesce(st.min_risk, coherence.default_min_risk())
+        ), one AS (
+            -- One row per key (an upsert may touch a row once): the strongest.
+            SELECT DISTINCT ON (host, metric, detector, started_at) * FROM ev
+             ORDER BY host, metric, detector, started_at, risk DESC, ended_at DESC
+        ), up AS (
+            INSERT INTO coherence.anomalies AS a
+                   (host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                    baseline, score, risk, summary)
+            SELECT host, metric, detector, kind, started_at, ended_at, peak_at, peak_value,
+                   baseline, score, risk, summary FROM one
+             ORDER BY started_at, host, metric, detector
+            ON CONFLICT (host, metric, detector, started_at) DO UPDATE
+               SET kind = excluded.kind, ended_at = excluded.ended_at, peak_at = excluded.peak_at,
+                   peak_value = excluded.peak_value, baseline = excluded.baseline,
+                   score = excluded.score, risk = excluded.risk, summary = excluded.summary,
+                   updated_at = now()
+             WHERE (a.kind, a.ended_at, a.peak_at, a.peak_value, a.baseline, a.score, a.risk, a.summary)
+                   IS DISTINCT FROM
+                   (excluded.kind, excluded.ended_at, excluded.peak_at, excluded.peak_value,
+                    excluded.baseline, excluded.score, excluded.risk, excluded.summary)
+            RETURNING 1
+        )
+        SELECT count(*) INTO v_anoms FROM up;
+
+        -- 2. Correlate anomalies and error events of the range. Anomalies shorter than their
+        --    series' min_duration (coherence.series_rules) are recorded but join no incident.
+        v_durations := EXISTS (SELECT 1 FROM coherence.series_rules WHERE min_duration > interval '0');
+        SELECT coalesce(jsonb_agg(s), '[]'::jsonb) INTO v_signals FROM (
+            SELECT 'anomaly:' || a.id AS id, a.host, 'anomaly' AS kind, a.metric,
+                   a.kind AS anomaly_kind,
+                   (extract(epoch FROM a.started_at) * 1e6)::bigint AS start,
+                   (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
+                   (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
+                   a.peak_value, a.risk, a.baseline,
+                   coherence.metric_unit(a.metric) AS unit, a.score
+              FROM coherence.anomalies a
+             WHERE a.ended_at >= v_since AND a.started_at < v_until
+               AND (NOT v_durations OR NOT EXISTS (
+                       SELECT 1 FROM coherence.series_settings(a.host, a.metric) st
+                        WHERE a.ended_at - a.started_at < st.min_duration))
+            UNION ALL
+            SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, '', NULL
+              FROM coherence.signal_events e
+             WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
+        ) s;
+        -- Values of leaking metrics at each error, for "Memory at 87.61% (leak progression)".
+        SELECT coalesce(jsonb_agg(jsonb_build_object('host', x.host, 'metric', x.metric,
+                   'ts', (extract(epoch FROM x.ts) * 1e6)::bigint, 'value', x.value)), '[]'::jsonb)
+          INTO v_samples
+          FROM (SELECT DISTINCT e.host, l.metric, m."timestamp" AS ts, m.value
+                  FROM coherence.signal_events e
+                  JOIN (SELECT DISTINCT host, metric FROM coherence.anomalies
+                         WHERE kind = 'leak' AND ended_at >= v_since AND started_at < v_until) l
+                    ON l.host = e.host
+                 CROSS JOIN LATERAL (
+                       SELECT mm."timestamp", mm.value FROM coherence.metrics mm
+                        WHERE mm.host = e.host AND mm.metric_name = l.metric AND mm."timestamp" <= e.ts
+                        ORDER BY mm."timestamp" DESC LIMIT 1) m
+                 WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance);
+
+        -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
+        --    (the others are marked merged), or opens a new one.
+        FOR inc IN SELECT * FROM jsonb_array_elements(v_incidents) LOOP
+            v_first := to_timestamp((inc->>'opened_at')::double precision / 1e6);
+            v_last := to_timestamp((inc->>'last_signal_at')::double precision / 1e6);
+            v_top := inc->'hypotheses'->0;
+            SELECT * INTO v_old FROM coherence.incidents i
+             WHERE i.host = inc->>'host' AND i.status <> 'merged'
+               AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance
+             ORDER BY i.id LIMIT 1;
+            IF NOT FOUND THEN
+                INSERT INTO coherence.incidents
+                       (host, opened_at, first_error_at, last_signal_at, error_count, risk,
+                        hypothesis, confidence, hypotheses, narrative, signals, context, graph,
+                        ranking)
+                VALUES (inc->>'host', v_first,
+                        to_timestamp((inc->>'first_error_at')::double precision / 1e6), v_last,
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision,
+                        v_top->>'cause', (v_top->>'confidence')::double precision,
+                        inc->'hypotheses', inc->>'narrative', inc->'signal_ids', inc->'context_ids',
+                        inc->'edges',
+                        -- The correlator's ranking, then the host's other involved metrics.
+                        (inc->'ranking') || coherence.incident_involved(inc->>'host', v_first, v_last,
+                            ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)))
+                RETURNING id INTO v_keep;
+                v_opened := v_opened + 1;
+                PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                    'event', 'opened', 'id', v_keep, 'host', inc->>'host',
+                    'risk', (inc->>'risk')::double precision, 'previous_risk', NULL,
+                    'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+            ELSE
+                v_keep := v_old.id;
+                UPDATE coherence.incidents i
+                   SET opened_at = least(v_old.opened_at, v_first),
+                       first_error_at = least(i.first_error_at,
+                                              to_timestamp((inc->>'first_error_at')::double precision / 1e6)),
+                       last_signal_at = greatest(v_old.last_signal_at, v_last),
+                       error_count = (inc->>'error_count')::int,
+                       risk = (inc->>'risk')::double precision,
+                       hypothesis = v_top->>'cause',
+                       confidence = (v_top->>'confidence')::double precision,
+                       hypotheses = inc->'hypotheses', narrative = inc->>'narrative',
+                       signals = inc->'signal_ids', context = inc->'context_ids', graph = inc->'edges',
+                       ranking = (inc->'ranking') || coherence.incident_involved(inc->>'host',
+                           least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                           ARRAY(SELECT e->>'metric' FROM jsonb_array_elements(inc->'ranking') e)),
+                       status = CASE WHEN v_last > v_old.last_signal_at THEN 'open' ELSE i.status END,
+                       resolved_at = CASE WHEN v_last > v_old.last_signal_at THEN NULL ELSE i.resolved_at END,
+                       updated_at = now()
+                 WHERE i.id = v_keep
+                   AND (i.opened_at, i.last_signal_at, i.error_count, i.risk, i.hypothesis, i.confidence,
+                        i.narrative, i.signals, i.context, i.graph,
+                        -- (the involved metrics appended to the stored ranking are not compared:
+                        -- they are recomputed only when the incident changes)
+                        (SELECT coalesce(jsonb_agg(rk.entry ORDER BY rk.pos), '[]'::jsonb)
+                           FROM jsonb_array_elements(i.ranking) WITH ORDINALITY rk(entry, pos)
+                          WHERE rk.entry->>'kind' IS DISTINCT FROM 'involved'))
+                       IS DISTINCT FROM
+                       (least(v_old.opened_at, v_first), greatest(v_old.last_signal_at, v_last),
+                        (inc->>'error_count')::int, (inc->>'risk')::double precision, v_top->>'cause',
+                        (v_top->>'confidence')::double precision, inc->>'narrative',
+                        inc->'signal_ids', inc->'context_ids', inc->'edges', inc->'ranking');
+                IF FOUND THEN
+                    v_updated := v_updated + 1;
+                    IF v_old.risk IS DISTINCT FROM (inc->>'risk')::double precision THEN
+                        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+                            'event', 'updated', 'id', v_keep, 'host', inc->>'host',
+                            'risk', (inc->>'risk')::double precision, 'previous_risk', v_old.risk,
+                            'hypothesis', v_top->>'cause', 'opened_at', v_first, 'status', 'open')::text);
+                    END IF;
+                END IF;
+                -- Other stored incidents this one now covers are merged into it.
+                UPDATE coherence.incidents i
+                   SET status = 'merged', merged_into = v_keep, updated_at = now()
+                 WHERE i.host = inc->>'host' AND i.status <> 'merged' AND i.id <> v_keep
+                   AND i.opened_at <= v_last + tolerance AND i.last_signal_at >= v_first - tolerance;
+            END IF;
+            -- The causal graph, rewritten only when it changed.
+            IF NOT EXISTS (SELECT 1 FROM coherence.incident_edges WHERE incident_id = v_keep)
+               OR (SELECT graph FROM coherence.incidents WHERE id = v_keep) IS DISTINCT FROM
+                  (SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                          'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                          ORDER BY cause, effect), '[]'::jsonb)
+                     FROM coherence.incident_edges WHERE incident_id = v_keep) THEN
+                DELETE FROM coherence.incident_edges WHERE incident_id = v_keep;
+                INSERT INTO coherence.incident_edges (incident_id, cause, effect, lag, strength)
+                SELECT v_keep, e->>'cause', e->>'effect',
+                       make_interval(secs => (e->>'lag_secs')::double precision),
+                       (e->>'strength')::double precision
+                  FROM jsonb_array_elements(inc->'edges') e
+                ON CONFLICT DO NOTHING;
+                UPDATE coherence.incidents SET graph = (
+                    SELECT coalesce(jsonb_agg(jsonb_build_object('cause', cause, 'effect', effect,
+                           'lag_secs', extract(epoch FROM lag)::double precision, 'strength', strength)
+                           ORDER BY cause, effect), '[]'::jsonb)
+                      FROM coherence.incident_edges WHERE incident_id = v_keep)
+                 WHERE id = v_keep;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- 4. Mutes: an open incident whose signals all fall in a maintenance window is muted (before
+    --    resolving, so one opened and resolved by this run is muted too); windows added or
+    --    changed since the last run take effect here.
+    UPDATE coherence.incidents i
+       SET muted_by = m.window_id, updated_at = now()
+      FROM (SELECT o.id, coherence.muting_window(o.host, o.opened_at, o.last_signal_at) AS window_id
+              FROM coherence.incidents o WHERE o.status = 'open') m
+     WHERE i.id = m.id AND i.muted_by IS DISTINCT FROM m.window_id;
+
+    -- 5. Resolve incidents with no signal for close_after (in data time).
+    FOR r IN
+        UPDATE coherence.incidents i
+           SET status = 'resolved', resolved_at = now(), updated_at = now()
+         WHERE i.status = 'open' AND i.last_signal_at < v_data_now - close_after
+        RETURNING i.id, i.host, i.risk, i.hypothesis, i.opened_at
+    LOOP
+        v_resolved := v_resolved + 1;
+        PERFORM pg_notify('coherence_incidents', jsonb_build_object(
+            'event', 'resolved', 'id', r.id, 'host', r.host, 'risk', r.risk, 'previous_risk', r.risk,
+            'hypothesis', r.hypothesis, 'opened_at', r.opened_at, 'status', 'resolved')::text);
+    END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+        UPDATE coherence.detection_runs
+           SET finished_at = clock_timestamp(), error = v_err, error_sqlstate = v_state
+         WHERE id = v_run;
+        RAISE WARNING 'coherence.run_detection() failed: %', v_err
+            USING DETAIL = format('SQLSTATE %s; run %s recorded the error, its work was rolled back and the queued data is kept for the next run.', v_state, v_run),
+                  HINT = 'SELECT * FROM coherence.health(); shows it until a run succeeds.';
+        RETURN jsonb_build_object('run', v_run, 'error', v_err, 'sqlstate', v_state);
+    END;
+
+    UPDATE coherence.detection_runs
+       SET finished_at = clock_timestamp(), data_now = v_data_now,
+           since = CASE WHEN v_new_min IS NOT NULL THEN v_since END,
+           until = v_until, anomalies_changed = v_anoms, incidents_opened = v_opened,
+           incidents_updated = v_updated, incidents_resolved = v_resolved
+     WHERE id = v_run;
+
+    -- Partitions of the days ahead, last: attaching one locks the default partition until
+    -- this transaction commits. Nothing to do (a catalog lookup) on most runs.
+    BEGIN
+        IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
+                        WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
+                          AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
+            PERFORM coherence.create_partitions();
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+        RAISE WARNING 'coherence.run_detection(): partitions ahead not made: %', v_err
+            USING DETAIL = format('SQLSTATE %s; the detection run itself succeeded, the next run tries again.', v_state),
+                  HINT = 'Rows of days without a partition wait in coherence.metrics_default; SELECT * FROM coherence.create_partitions(); makes them.';
+    END;
+    RETURN jsonb_build_object('run', v_run, 'since', v_since, 'until', v_until,
+        'anomalies_changed', v_anoms, 'incidents_opened', v_opened,
+        'incidents_updated', v_updated, 'incidents_resolved', v_resolved);
+END
+$fn$;
+COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
+    'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+
+GRANT SELECT ON coherence.metrics_partitions TO coherence_reader;
+-- As in a fresh install: the extension's owner runs the job, which makes the partitions.
+DO $grant$
+DECLARE
+    v_owner text := (SELECT e.extowner::pg_catalog.regrole::text FROM pg_catalog.pg_extension e
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
+BEGIN
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer), coherence.drop_old_data(interval) TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO %s', v_owner);
+END
+$grant$;
