@@ -143,7 +143,8 @@ BEGIN
     ON CONFLICT DO NOTHING;
     -- Every partition (the local rows live in time partitions until this delete).
     DELETE FROM coherence.metrics m USING new_rows n
-     WHERE m.id OPERATOR(pg_catalog.=) n.id AND m."timestamp" OPERATOR(pg_catalog.=) n."timestamp";
+     WHERE m.host OPERATOR(pg_catalog.=) n.host AND m.metric_name OPERATOR(pg_catalog.=) n.metric_name
+       AND m."timestamp" OPERATOR(pg_catalog.=) n."timestamp";
     RETURN NULL;
 END
 $fn$;

@@ -535,10 +535,13 @@ BEGIN
     -- Partitions of the days ahead, last: attaching one locks the default partition until
     -- this transaction commits. Nothing to do (a catalog lookup) on most runs.
     BEGIN
-        IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
-                        WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
-                          AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
-            PERFORM coherence.create_partitions();
+        -- Tomorrow's partition by its name first (a lookup), then by range.
+        IF to_regclass('coherence.metrics_p' || to_char((now() + interval '1 day') AT TIME ZONE 'UTC', 'YYYYMMDD')) IS NULL THEN
+            IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
+                            WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
+                              AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
+                PERFORM coherence.create_partitions();
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
@@ -822,5 +825,5 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
 GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
     coherence.correlate(jsonb, jsonb, interval, integer),
-    coherence.create_partitions(interval, integer), coherence.drop_old_data(interval) TO @extowner@;
+    coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval) TO @extowner@;
 

@@ -80,8 +80,10 @@ COMMENT ON COLUMN coherence.signal_events.created_at IS 'When the row was insert
 -- and series with the time range it wrote. coherence.run_detection() deletes what it analyses,
 -- in its own transaction, so a row is analysed exactly when its writer has committed, however
 -- late (a backfill that commits hours after its rows were stamped is not skipped). Not in
--- pg_dump output: a restore refills it through the same triggers (the restored data is then
--- analysed once by the next run).
+-- pg_dump output (a restore queues signal events through their trigger, and would collide with
+-- restored ids). A whole-database restore writes samples into their partitions directly, where
+-- the parent's trigger does not fire: samples no run had analysed before the dump need one
+-- run_detection(full_rescan => true) after the restore (README "Backup").
 CREATE TABLE coherence.pending_series (
     id        bigserial PRIMARY KEY,
     host      text NOT NULL,

@@ -3,8 +3,9 @@
 -- partition for the rest), with coherence.create_partitions(), coherence.drop_old_data() and
 -- the view coherence.metrics_partitions. PostgreSQL cannot turn a table into a partitioned one,
 -- so the existing table keeps every row, index and grant and becomes the partition of all time
--- up to the day after its newest sample (coherence.metrics_upgraded); no row is copied. The
--- update scans it once (for that bound and the attach check).
+-- up to the end of tomorrow, UTC (coherence.metrics_upgraded); no row is copied (rows stamped
+-- later move to the default partition). The update scans it once, for the attach check, under
+-- an exclusive lock: ingest waits for it.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.6.0'" to load this file. \quit
 
 -- What would silently read the old table after the rename: refuse, with what to do.
@@ -23,6 +24,26 @@ BEGIN
             USING ERRCODE = 'dependent_objects_still_exist',
                   DETAIL = '0.6.0 replaces coherence.metrics with a table partitioned by time; these views would go on reading the old table only.',
                   HINT = 'Save their definitions (pg_get_viewdef), drop them, run ALTER EXTENSION coherence UPDATE, then create them again.';
+    END IF;
+    SELECT pg_catalog.string_agg(k.conname || ' on ' || k.conrelid::pg_catalog.regclass::text, ', ') INTO v_deps
+      FROM pg_catalog.pg_constraint k
+     WHERE k.confrelid OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass;
+    IF v_deps IS NOT NULL THEN
+        RAISE EXCEPTION 'foreign keys reference coherence.metrics: %', v_deps
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = '0.6.0 partitions coherence.metrics by time; its primary key on id, which they reference, goes.',
+                  HINT = 'Drop them (ALTER TABLE ... DROP CONSTRAINT ...), then run ALTER EXTENSION coherence UPDATE.';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ') INTO v_deps
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass
+       AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+       AND a.attname OPERATOR(pg_catalog.<>) ALL (ARRAY['id', 'host', 'metric_name', 'value', 'timestamp', 'created_at']::name[]);
+    IF v_deps IS NOT NULL THEN
+        RAISE EXCEPTION 'coherence.metrics has columns the extension did not make: %', v_deps
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'A partition must have exactly its partitioned table''s columns.',
+                  HINT = 'Copy them elsewhere if you need them, drop them (ALTER TABLE coherence.metrics DROP COLUMN ...), then run ALTER EXTENSION coherence UPDATE.';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
                 WHERE i.inhparent OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass) THEN
@@ -82,69 +103,103 @@ CREATE TRIGGER metrics_queue_new AFTER INSERT ON coherence.metrics
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics', '');
 SELECT pg_catalog.pg_extension_config_dump('coherence.metrics_default', '');
 
--- The old table's grants (to readers, writers, your own roles) carry over to the new one.
+-- The old table's grants (to readers, writers, your own roles) carry over to the new one. Made
+-- by this script, they count as the extension's own (initial) privileges, which pg_dump does
+-- not write out; the extension's own roles get them in a fresh install too, yours are named in
+-- a WARNING with the statements that make them yours again.
 DO $grants$
 DECLARE
-    g record;
+    g       record;
+    v_owner oid := (SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
+    v_redo  text := '';
 BEGIN
-    FOR g IN SELECT a.privilege_type, a.grantee
+    FOR g IN SELECT a.privilege_type, a.grantee,
+                    CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                         ELSE a.grantee::pg_catalog.regrole::text END AS who
                FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
               WHERE c.oid OPERATOR(pg_catalog.=) 'coherence.metrics_upgraded'::pg_catalog.regclass
                 AND a.grantee OPERATOR(pg_catalog.<>) c.relowner LOOP
-        EXECUTE pg_catalog.format('GRANT %s ON coherence.metrics, coherence.metrics_default TO %s', g.privilege_type,
-                                  CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-                                       ELSE pg_catalog.quote_ident(g.grantee::pg_catalog.regrole::text) END);
+        EXECUTE pg_catalog.format('GRANT %s ON coherence.metrics, coherence.metrics_default TO %s', g.privilege_type, g.who);
+        IF g.grantee OPERATOR(pg_catalog.<>) v_owner AND g.who OPERATOR(pg_catalog.<>) 'coherence_reader' THEN
+            v_redo := v_redo || pg_catalog.format(' REVOKE %1$s ON coherence.metrics FROM %2$s; GRANT %1$s ON coherence.metrics TO %2$s;',
+                                                  g.privilege_type, g.who);
+        END IF;
     END LOOP;
+    IF v_redo OPERATOR(pg_catalog.<>) '' THEN
+        RAISE WARNING 'your grants on coherence.metrics were carried over, but pg_dump will not keep them'
+            USING DETAIL = 'Grants made by an extension''s update count as the extension''s own, which pg_dump leaves out.',
+                  HINT = 'After the update, run:' || v_redo;
+    END IF;
 END
 $grants$;
 
--- The old rows: the partition of all time up to the UTC day after the newest one (capped at
--- tomorrow; rows stamped later move to the default partition). An empty table is dropped.
+-- The old rows: the partition of all time up to the end of tomorrow (UTC); rows stamped later
+-- (found through the old BRIN index) move to the default partition. An empty table is dropped.
 DO $attach$
 DECLARE
-    v_max   timestamptz;
-    v_bound timestamptz;
+    v_bound timestamptz := (((now() AT TIME ZONE 'UTC')::date + 2)::timestamp AT TIME ZONE 'UTC');
+    v_text  text;
 BEGIN
-    SELECT pg_catalog.max(m."timestamp") INTO v_max FROM coherence.metrics_upgraded m;
-    IF v_max IS NULL THEN
+    IF NOT EXISTS (SELECT 1 FROM coherence.metrics_upgraded) THEN
         DROP TABLE coherence.metrics_upgraded;
         RETURN;
     END IF;
-    v_bound := ((least(v_max, now() + interval '1 day') AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC';
     WITH later AS (DELETE FROM coherence.metrics_upgraded m WHERE m."timestamp" OPERATOR(pg_catalog.>=) v_bound RETURNING m.*)
     INSERT INTO coherence.metrics_default SELECT * FROM later;
-    EXECUTE pg_catalog.format('ALTER TABLE coherence.metrics ATTACH PARTITION coherence.metrics_upgraded FOR VALUES FROM (MINVALUE) TO (%L)', v_bound);
+    -- The bound as ISO text in UTC, whatever the session's DateStyle and TimeZone.
+    v_text := pg_catalog.to_char(v_bound AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00';
+    EXECUTE pg_catalog.format('ALTER TABLE coherence.metrics ATTACH PARTITION coherence.metrics_upgraded FOR VALUES FROM (MINVALUE) TO (%L)', v_text);
     EXECUTE pg_catalog.format('COMMENT ON TABLE coherence.metrics_upgraded IS %L',
-        pg_catalog.format('Rows of coherence.metrics before %s, from before 0.6.0 (the old table, now a partition); coherence.drop_old_data() deletes its old rows and drops it once all are older than the cutoff.', v_bound));
+        pg_catalog.format('Rows of coherence.metrics before %s UTC, written before 0.6.0 (the old table, now a partition); coherence.drop_old_data() drops it once that is older than its cutoff.', v_text));
 END
 $attach$;
 
+
+-- The range of one partition of coherence.metrics. PostgreSQL keeps partition bounds only as
+-- an expression; its text is read back under fixed settings (ISO dates, UTC), so the session's
+-- DateStyle and TimeZone (an ambiguous zone abbreviation) cannot shift or break it.
+CREATE FUNCTION coherence.partition_bounds(part regclass,
+                                           OUT from_at timestamptz, OUT until_at timestamptz,
+                                           OUT is_default boolean)
+LANGUAGE sql STABLE STRICT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+SET DateStyle = 'ISO, YMD'
+SET TimeZone = 'UTC'
+AS $fn$
+    SELECT pg_catalog.substring(b.bound, 'FROM \(''([^'']*)''\)')::timestamptz,
+           pg_catalog.substring(b.bound, 'TO \(''([^'']*)''\)')::timestamptz,
+           b.bound OPERATOR(pg_catalog.=) 'DEFAULT'
+      FROM (SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
+              FROM pg_catalog.pg_class c
+             WHERE c.oid OPERATOR(pg_catalog.=) part AND c.relispartition) b
+$fn$;
+COMMENT ON FUNCTION coherence.partition_bounds(regclass) IS
+    'The range [from_at, until_at) of a partition (NULL where unbounded: MINVALUE, MAXVALUE) and whether it is the default partition; no row for a table that is not a partition. Read under ISO dates and UTC whatever the session''s settings. E.g. SELECT * FROM coherence.partition_bounds(''coherence.metrics_default'');';
+
 -- Every partition of coherence.metrics with its range (NULL bounds: unbounded or default).
 CREATE VIEW coherence.metrics_partitions AS
-WITH p AS (
-    SELECT c.oid, c.relname, c.reltuples, pg_catalog.pg_get_expr(c.relpartbound, c.oid) AS bound
-      FROM pg_catalog.pg_inherits i
-      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
-     WHERE i.inhparent OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass
-)
-SELECT p.relname::text AS partition,
-       pg_catalog.substring(p.bound, 'FROM \(''([^'']*)''\)')::timestamptz AS from_at,
-       pg_catalog.substring(p.bound, 'TO \(''([^'']*)''\)')::timestamptz AS until_at,
-       p.bound OPERATOR(pg_catalog.=) 'DEFAULT' AS is_default,
-       greatest(p.reltuples, 0)::bigint AS estimated_rows,
-       pg_catalog.pg_total_relation_size(p.oid) AS bytes
-  FROM p;
+SELECT c.relname::text AS partition, c.oid::regclass AS relation,
+       b.from_at, b.until_at, b.is_default,
+       greatest(c.reltuples, 0)::bigint AS estimated_rows,
+       pg_catalog.pg_total_relation_size(c.oid) AS bytes
+  FROM pg_catalog.pg_inherits i
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.inhrelid
+ CROSS JOIN LATERAL coherence.partition_bounds(c.oid::regclass) b
+ WHERE i.inhparent OPERATOR(pg_catalog.=) 'coherence.metrics'::pg_catalog.regclass;
 COMMENT ON VIEW coherence.metrics_partitions IS
-    'The partitions of coherence.metrics: name, time range [from_at, until_at) (NULL where unbounded; is_default for coherence.metrics_default), estimated rows (from the last ANALYZE) and size with indexes. E.g. SELECT partition, from_at, until_at, bytes FROM coherence.metrics_partitions ORDER BY from_at;';
+    'The partitions of coherence.metrics: name, relation (schema-qualified), time range [from_at, until_at) (NULL where unbounded; is_default for coherence.metrics_default), estimated rows (from the last ANALYZE or index build) and size with indexes. E.g. SELECT partition, from_at, until_at, pg_size_pretty(bytes) FROM coherence.metrics_partitions ORDER BY from_at;';
 
 CREATE FUNCTION coherence.create_partitions(ahead interval DEFAULT interval '3 days',
-                                            backfill integer DEFAULT 0)
+                                            backfill integer DEFAULT 0,
+                                            since timestamptz DEFAULT NULL)
 RETURNS TABLE (partition text, from_at timestamptz, until_at timestamptz, moved_rows bigint)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- Attaching a partition locks the default partition exclusively: wait at most this long for
 -- readers to let go (a later call tries again) rather than queue every reader behind us.
 SET lock_timeout = '2s'
+SET DateStyle = 'ISO, YMD'
+SET TimeZone = 'UTC'
 AS $fn$
 DECLARE
     v_days  date[];
@@ -155,22 +210,23 @@ DECLARE
     v_moved bigint;
     g       record;
 BEGIN
-    IF ahead IS NULL OR backfill IS NULL THEN
-        RAISE EXCEPTION 'create_partitions arguments must not be NULL'
+    IF ahead IS NULL OR backfill IS NULL OR NOT isfinite(coalesce(since, now())) THEN
+        RAISE EXCEPTION 'create_partitions: ahead and backfill must not be NULL, since must be a finite time'
             USING ERRCODE = 'null_value_not_allowed',
                   HINT = 'SELECT * FROM coherence.create_partitions(); makes today''s and the next 3 days'' partitions.';
     END IF;
-    IF ahead < interval '0' OR ahead > interval '366 days' OR backfill < 0 OR backfill > 3660 THEN
-        RAISE EXCEPTION 'ahead must be between 0 and 366 days, backfill between 0 and 3660 days'
+    IF ahead < interval '0' OR ahead > interval '366 days' OR backfill < 0 OR backfill > 3660
+       OR since < now() - interval '3660 days' THEN
+        RAISE EXCEPTION 'ahead must be between 0 and 366 days, backfill between 0 and 3660 days, since at most 3660 days ago'
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('ahead = %s, backfill = %s', ahead, backfill),
+                  DETAIL = format('ahead = %s, backfill = %s, since = %s', ahead, backfill, since),
                   HINT = 'Defaults: ahead 3 days, backfill 0 (days in the default partition to give their own partition, oldest first).';
     END IF;
-    -- Today (UTC) to today + ahead, then up to `backfill` other days waiting in the default
-    -- partition, oldest first.
+    -- Today (UTC) (or the day of `since`, when earlier) to today + ahead, then up to
+    -- `backfill` other days waiting in the default partition, oldest first.
     SELECT array_agg(d ORDER BY d) INTO v_days FROM (
         SELECT gs::date AS d
-          FROM generate_series((now() AT TIME ZONE 'UTC')::date::timestamp,
+          FROM generate_series((least(coalesce(since, now()), now()) AT TIME ZONE 'UTC')::date::timestamp,
                                ((now() + ahead) AT TIME ZONE 'UTC')::date::timestamp,
                                interval '1 day') gs
         UNION
@@ -193,6 +249,8 @@ BEGIN
         -- Readers and writers of the default partition wait from here to commit: keep the
         -- transaction short (the job calls this last).
         LOCK TABLE coherence.metrics_default IN ACCESS EXCLUSIVE MODE;
+        -- A concurrent call may have made it while this one waited.
+        CONTINUE WHEN to_regclass('coherence.' || quote_ident(v_name)) IS NOT NULL;
         EXECUTE format('CREATE TABLE coherence.%I (LIKE coherence.metrics INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', v_name);
         EXECUTE format('WITH moved AS (DELETE FROM coherence.metrics_default m
                                         WHERE m."timestamp" >= $1 AND m."timestamp" < $2 RETURNING m.*)
@@ -203,15 +261,16 @@ BEGIN
         EXECUTE format('ALTER TABLE coherence.%I ADD CONSTRAINT %I UNIQUE (host, metric_name, "timestamp")',
                        v_name, v_name || '_series_time_key');
         EXECUTE format('CREATE INDEX %I ON coherence.%I USING brin ("timestamp")', v_name || '_timestamp_brin', v_name);
+        -- Bounds as ISO text in UTC (the settings above), not the caller's DateStyle.
         EXECUTE format('ALTER TABLE coherence.metrics ATTACH PARTITION coherence.%I FOR VALUES FROM (%L) TO (%L)',
-                       v_name, v_from, v_until);
+                       v_name, to_char(v_from, 'YYYY-MM-DD HH24:MI:SS') || '+00', to_char(v_until, 'YYYY-MM-DD HH24:MI:SS') || '+00');
         EXECUTE format('COMMENT ON TABLE coherence.%I IS %L', v_name,
                        format('Rows of coherence.metrics of %s (UTC); made by coherence.create_partitions(), dropped by coherence.drop_old_data().', v_day));
         -- The parent's grants (TRUNCATE of the parent checks every partition).
         FOR g IN SELECT a.privilege_type, a.grantee FROM pg_class c, aclexplode(c.relacl) a
                   WHERE c.oid = 'coherence.metrics'::regclass AND a.grantee <> c.relowner LOOP
             EXECUTE format('GRANT %s ON coherence.%I TO %s', g.privilege_type, v_name,
-                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.grantee::regrole::text) END);
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);
         END LOOP;
         partition := v_name;
         from_at := v_from;
@@ -221,15 +280,18 @@ BEGIN
     END LOOP;
 END
 $fn$;
-COMMENT ON FUNCTION coherence.create_partitions(interval, integer) IS
-    'Makes the day partitions (UTC) of coherence.metrics from today to today + ahead (default 3 days) that do not exist yet, plus up to backfill (default 0) other days whose rows wait in coherence.metrics_default, oldest first; rows of a new partition''s day move out of the default partition. Returns the partitions made. coherence.run_detection() calls it (ahead 3 days) when tomorrow''s partition is missing. Waits at most 2 s for the default partition''s lock. E.g. SELECT * FROM coherence.create_partitions(ahead => interval ''7 days'', backfill => 30);';
-REVOKE EXECUTE ON FUNCTION coherence.create_partitions(interval, integer) FROM PUBLIC;
+COMMENT ON FUNCTION coherence.create_partitions(interval, integer, timestamptz) IS
+    'Makes the day partitions (UTC) of coherence.metrics from today (or the day of since, when given: before a backfill) to today + ahead (default 3 days) that do not exist yet, plus up to backfill (default 0) other days whose rows wait in coherence.metrics_default, oldest first; rows of a new partition''s day move out of the default partition. Returns the partitions made. coherence.run_detection() calls it (ahead 3 days) when tomorrow''s partition is missing. Waits at most 2 s for the default partition''s lock. E.g. SELECT * FROM coherence.create_partitions(ahead => interval ''7 days'', backfill => 30); before loading 30 days of history: SELECT * FROM coherence.create_partitions(since => now() - interval ''30 days'');';
+REVOKE EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz) FROM PUBLIC;
 
 CREATE FUNCTION coherence.drop_old_data(older_than interval)
 RETURNS TABLE (partition text, action text, until_at timestamptz, rows bigint)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER STRICT
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '10s'
+-- Dropping a partition locks the parent exclusively: readers and writers queue behind the wait.
+SET lock_timeout = '2s'
+SET DateStyle = 'ISO, YMD'
+SET TimeZone = 'UTC'
 AS $fn$
 DECLARE
     v_cutoff timestamptz;
@@ -244,18 +306,10 @@ BEGIN
     END IF;
     v_cutoff := now() - older_than;
     FOR p IN SELECT mp.* FROM coherence.metrics_partitions mp ORDER BY mp.from_at NULLS FIRST, mp.partition LOOP
-        IF NOT p.is_default AND p.until_at IS NOT NULL AND p.until_at <= v_cutoff THEN
-            -- Whole partition older than the cutoff: dropped (instant, no dead rows).
-            EXECUTE format('DROP TABLE coherence.%I', p.partition);
-            partition := p.partition;
-            action := 'dropped';
-            until_at := p.until_at;
-            rows := p.estimated_rows;
-            RETURN NEXT;
-        ELSIF p.is_default OR p.from_at IS NULL THEN
-            -- Rows before the cutoff in the default partition, or in a partition that
-            -- reaches back without a bound (an upgrade's): deleted.
-            EXECUTE format('DELETE FROM coherence.%I m WHERE m."timestamp" < $1', p.partition) USING v_cutoff;
+        IF p.is_default THEN
+            -- Rows of days without a partition: the old ones are deleted (the default
+            -- partition is small when partitions are made ahead and before backfills).
+            DELETE FROM coherence.metrics_default m WHERE m."timestamp" < v_cutoff;
             GET DIAGNOSTICS v_rows = ROW_COUNT;
             IF v_rows > 0 THEN
                 partition := p.partition;
@@ -264,12 +318,24 @@ BEGIN
                 rows := v_rows;
                 RETURN NEXT;
             END IF;
+        ELSIF p.until_at <= v_cutoff
+              AND p.relation::oid IN (SELECT c.oid FROM pg_class c
+                                       WHERE c.relnamespace = 'coherence'::regnamespace
+                                         AND (c.relname ~ '^metrics_p[0-9]{8}$' OR c.relname = 'metrics_upgraded')) THEN
+            -- A whole day (or the old table of an update) older than the cutoff: dropped,
+            -- with no DELETE and no dead rows. Partitions of other names are yours: kept.
+            EXECUTE format('DROP TABLE %s', p.relation);
+            partition := p.partition;
+            action := 'dropped';
+            until_at := p.until_at;
+            rows := p.estimated_rows;
+            RETURN NEXT;
         END IF;
     END LOOP;
 END
 $fn$;
 COMMENT ON FUNCTION coherence.drop_old_data(interval) IS
-    'Retention of coherence.metrics: drops the day partitions that end at least older_than (at least 1 hour) before now, and deletes older rows from the default partition and from a partition without a lower bound (what an upgrade made of the old table). Whole days: a partition that reaches past the cutoff is kept whole. Returns what it dropped (with estimated rows) or deleted (exact rows). signal_events, anomalies and incidents are kept. E.g. SELECT * FROM coherence.drop_old_data(interval ''30 days'');';
+    'Retention of coherence.metrics: drops the day partitions made by coherence.create_partitions (and the partition an update to 0.6.0 made of the old table) that end at least older_than (at least 1 hour) before now, and deletes older rows from the default partition. Whole days: a partition that reaches past the cutoff is kept whole; partitions of other names are left alone. Returns what it dropped (with estimated rows) or deleted (exact rows). signal_events, anomalies and incidents are kept. Takes the table''s exclusive lock for the drops (waits at most 2 s). E.g. SELECT * FROM coherence.drop_old_data(interval ''30 days'');';
 REVOKE EXECUTE ON FUNCTION coherence.drop_old_data(interval) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION coherence.run_detection(
@@ -664,10 +730,13 @@ BEGIN
     -- Partitions of the days ahead, last: attaching one locks the default partition until
     -- this transaction commits. Nothing to do (a catalog lookup) on most runs.
     BEGIN
-        IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
-                        WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
-                          AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
-            PERFORM coherence.create_partitions();
+        -- Tomorrow's partition by its name first (a lookup), then by range.
+        IF to_regclass('coherence.metrics_p' || to_char((now() + interval '1 day') AT TIME ZONE 'UTC', 'YYYYMMDD')) IS NULL THEN
+            IF NOT EXISTS (SELECT 1 FROM coherence.metrics_partitions p
+                            WHERE NOT p.is_default AND coalesce(p.from_at, '-infinity') <= now() + interval '1 day'
+                              AND coalesce(p.until_at, 'infinity') > now() + interval '1 day') THEN
+                PERFORM coherence.create_partitions();
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
@@ -690,7 +759,7 @@ DECLARE
     v_owner text := (SELECT e.extowner::pg_catalog.regrole::text FROM pg_catalog.pg_extension e
                       WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
 BEGIN
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer), coherence.drop_old_data(interval) TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval) TO %s', v_owner);
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO %s', v_owner);
 END
 $grant$;

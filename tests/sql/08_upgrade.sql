@@ -190,12 +190,19 @@ ALTER EXTENSION coherence UPDATE;
 SELECT extversion AS still FROM pg_extension WHERE extname = 'coherence';
 SELECT pg_get_viewdef('public.user_spikes') AS user_view_def \gset
 DROP VIEW public.user_spikes;
+-- A grant of yours on the old table carries over, with a WARNING on how to make pg_dump keep it.
+GRANT SELECT ON coherence.metrics TO PUBLIC;
 ALTER EXTENSION coherence UPDATE;
+SELECT has_table_privilege('public', 'coherence.metrics', 'SELECT') AS public_grant_kept;
+REVOKE SELECT ON coherence.metrics, coherence.metrics_default FROM PUBLIC;
 CREATE VIEW public.user_spikes AS :user_view_def
 SELECT count(*) > 0 AS user_view_works_again FROM public.user_spikes;
 -- The old table is now the partition of the time before the day after its newest row,
 -- with every row; the default partition is empty; the id sequence goes on.
-SELECT partition, from_at, until_at, is_default FROM coherence.metrics_partitions ORDER BY partition;
+SELECT partition, from_at,
+       until_at = ((now() AT TIME ZONE 'UTC')::date + 2)::timestamp AT TIME ZONE 'UTC' AS until_end_of_tomorrow,
+       is_default
+  FROM coherence.metrics_partitions ORDER BY partition;
 SELECT count(*) AS rows_in_upgraded_partition FROM coherence.metrics_upgraded;
 SELECT (SELECT max(id) FROM coherence.metrics) < nextval('coherence.metrics_id_seq') AS sequence_goes_on;
 CREATE TEMP TABLE after4 AS :rows_md5;
@@ -217,12 +224,18 @@ SELECT :'upgraded4_functions' = :'fresh_functions' AS functions_as_fresh,
        :'upgraded4_triggers' = :'fresh_triggers' AS triggers_as_fresh;
 SELECT host, metric, name, labels FROM coherence.series ORDER BY host, metric;
 SELECT source, query, failures, skipped_chunks FROM coherence.ingest_status;
--- The job makes today's and the next 3 days' partitions; a row of today lands in today's.
+-- Today and tomorrow are the upgraded table's, so the job (which makes partitions when
+-- tomorrow has none) makes none yet; by hand, the next two days get theirs. A row of today
+-- lands in the upgraded table, one of the day after tomorrow in its day's partition.
 INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('db-1', 'cpu', 31, now());
 SELECT (coherence.run_detection()) ? 'error' AS job_failed;
 SELECT count(*) AS day_partitions FROM coherence.metrics_partitions WHERE partition LIKE 'metrics\_p%';
-SELECT tableoid::regclass::text = 'coherence.metrics_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') AS todays_row_in_todays_partition
-  FROM coherence.metrics WHERE "timestamp" > '2026-01-01';
+SELECT count(*) AS made_by_hand FROM coherence.create_partitions();
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('db-1', 'cpu', 32, now() + interval '2 days');
+SELECT value, tableoid::regclass::text IN ('coherence.metrics_upgraded',
+                                           'coherence.metrics_p' || to_char((now() + interval '2 days') AT TIME ZONE 'UTC', 'YYYYMMDD'))
+       AS in_expected_partition, tableoid::regclass::text LIKE '%upgraded' AS in_upgraded
+  FROM coherence.metrics WHERE "timestamp" > '2026-01-01' ORDER BY value;
 -- The aggregates were dropped and created again with their state sizes (SSPACE), as fresh.
 SELECT aggfnoid::regprocedure AS aggregate, aggtransspace, aggcombinefn <> 0 AS parallel
   FROM pg_aggregate WHERE aggfnoid::regproc::text LIKE 'coherence.%' ORDER BY aggfnoid::regprocedure::text;

@@ -65,12 +65,18 @@ SELECT action, count(*), sum(rows) AS rows FROM coherence.drop_old_data(interval
 SELECT count(*) AS rows_left, count(*) FILTER (WHERE "timestamp" >= date_trunc('day', now())) AS today
   FROM coherence.metrics;
 
+-- Before a backfill: every day from `since` on gets its partition (those missing: 10 of the 16).
+SELECT count(*) AS made_for_backfill FROM coherence.create_partitions(since => now() - interval '12 days');
+SELECT count(*) AS day_partitions FROM coherence.metrics_partitions WHERE NOT is_default;
+
 -- Bad input: a clear error, nothing done.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SELECT * FROM coherence.drop_old_data(interval '5 minutes');
 SELECT * FROM coherence.create_partitions(ahead => interval '-1 day');
 SELECT * FROM coherence.create_partitions(NULL);
+SELECT * FROM coherence.create_partitions(since => 'infinity');
+SELECT * FROM coherence.create_partitions(since => '2000-01-01 00:00+00');
 SELECT count(*) AS strict_null FROM coherence.drop_old_data(NULL);
 \set VERBOSITY terse
 
