@@ -390,7 +390,9 @@ BEGIN
                         WHERE mm.host = e.host AND mm.metric_name = l.metric AND mm."timestamp" <= e.ts
                         ORDER BY mm."timestamp" DESC LIMIT 1) m
                  WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
-        v_incidents := coherence.correlate(v_signals, v_samples, tolerance);
+        -- Incidents of a host closer than close_after are one: an incident is open until quiet
+        -- that long, and what forms on its host meanwhile belongs to it.
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after);
 
         -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
         --    (the others are marked merged), or opens a new one.
@@ -556,8 +558,8 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
     'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
-COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) IS
-    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb). Used by run_detection; see docs/incidents.md.';
+COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) IS
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. Used by run_detection (join_gap => close_after); see docs/incidents.md.';
 
 -- Views for BI tools.
 CREATE VIEW coherence.active_incidents AS
@@ -760,7 +762,7 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
 -- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
 -- the same.
 REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) FROM PUBLIC;
 
 -- Alert delivery log of `coherence-ingest alert`: one row per (incident, destination, action),
 -- so each is delivered once; retries with backoff live here too.
@@ -824,6 +826,6 @@ GRANT USAGE ON SCHEMA coherence TO @extowner@;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
 GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
-    coherence.correlate(jsonb, jsonb, interval, integer),
+    coherence.correlate(jsonb, jsonb, interval, integer, interval),
     coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval) TO @extowner@;
 

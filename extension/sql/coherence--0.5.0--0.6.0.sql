@@ -5,7 +5,8 @@
 -- so the existing table keeps every row, index and grant and becomes the partition of all time
 -- up to the end of tomorrow, UTC (coherence.metrics_upgraded); no row is copied (rows stamped
 -- later move to the default partition). The update scans it once, for the attach check, under
--- an exclusive lock: ingest waits for it.
+-- an exclusive lock: ingest waits for it. Also: incidents of one host closer than close_after
+-- are one (coherence.correlate gains join_gap).
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.6.0'" to load this file. \quit
 
 -- What would silently read the old table after the rename: refuse, with what to do.
@@ -338,6 +339,23 @@ COMMENT ON FUNCTION coherence.drop_old_data(interval) IS
     'Retention of coherence.metrics: drops the day partitions made by coherence.create_partitions (and the partition an update to 0.6.0 made of the old table) that end at least older_than (at least 1 hour) before now, and deletes older rows from the default partition. Whole days: a partition that reaches past the cutoff is kept whole; partitions of other names are left alone. Returns what it dropped (with estimated rows) or deleted (exact rows). signal_events, anomalies and incidents are kept. Takes the table''s exclusive lock for the drops (waits at most 2 s). E.g. SELECT * FROM coherence.drop_old_data(interval ''30 days'');';
 REVOKE EXECUTE ON FUNCTION coherence.drop_old_data(interval) FROM PUBLIC;
 
+-- The correlator joins incidents of one host closer than join_gap (run_detection passes its
+-- close_after): a new argument, so the function is made again.
+DROP FUNCTION coherence.correlate(jsonb, jsonb, interval, integer);
+CREATE FUNCTION coherence.correlate(
+	"signals" jsonb, /* JsonB */
+	"samples" jsonb DEFAULT '[]'::jsonb, /* JsonB */
+	"tolerance" interval DEFAULT '5 minutes', /* Interval */
+	"min_errors" INT DEFAULT 3, /* i32 */
+	"join_gap" interval DEFAULT '0' /* Interval */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'correlate_v6_wrapper';
+COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) IS
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. Used by run_detection (join_gap => close_after); see docs/incidents.md.';
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION coherence.run_detection(
     lookback    interval DEFAULT '48 hours',
     tolerance   interval DEFAULT '5 minutes',
@@ -585,7 +603,9 @@ BEGIN
                         WHERE mm.host = e.host AND mm.metric_name = l.metric AND mm."timestamp" <= e.ts
                         ORDER BY mm."timestamp" DESC LIMIT 1) m
                  WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
-        v_incidents := coherence.correlate(v_signals, v_samples, tolerance);
+        -- Incidents of a host closer than close_after are one: an incident is open until quiet
+        -- that long, and what forms on its host meanwhile belongs to it.
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after);
 
         -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
         --    (the others are marked merged), or opens a new one.
@@ -759,7 +779,7 @@ DECLARE
     v_owner text := (SELECT e.extowner::pg_catalog.regrole::text FROM pg_catalog.pg_extension e
                       WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
 BEGIN
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval) TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval), coherence.correlate(jsonb, jsonb, interval, integer, interval) TO %s', v_owner);
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO %s', v_owner);
 END
 $grant$;

@@ -5,12 +5,13 @@ use coherence_core::correlate::{correlate_with, CorrelateParams, Sample, Signal}
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-#[pg_extern(immutable, strict, parallel_safe)]
-fn correlate(
+#[pg_extern(immutable, strict, parallel_safe, name = "correlate")]
+fn correlate_v6(
     signals: JsonB,
     samples: default!(JsonB, "'[]'::jsonb"),
     tolerance: default!(Interval, "'5 minutes'"),
     min_errors: default!(i32, 3),
+    join_gap: default!(Interval, "'0'"),
 ) -> JsonB {
     let signals: Vec<Signal> = serde_json::from_value(signals.0).unwrap_or_else(|e| {
         invalid_parameter(
@@ -36,12 +37,35 @@ fn correlate(
     if min_errors < 1 {
         invalid_parameter("min_errors must be at least 1", "The default is 3.");
     }
+    if join_gap.months() != 0 || join_gap.as_micros() < 0 || join_gap.as_micros() > i64::MAX as i128
+    {
+        invalid_parameter(
+            "join_gap must be an interval of at least 0 without months",
+            "coherence.run_detection() passes its close_after (default interval '30 minutes'); 0 joins nothing.",
+        );
+    }
     let p = CorrelateParams {
         tolerance_us: tolerance.as_micros() as i64,
         min_errors: min_errors as u64,
+        join_gap_us: join_gap.as_micros() as i64,
     };
     let incidents = correlate_with(&signals, &samples, &p, &mut || {
         pgrx::check_for_interrupts!();
     });
     JsonB(serde_json::to_value(incidents).expect("incidents serialize"))
+}
+
+/// The entry point of `coherence.correlate` before 0.6.0 (4 arguments, no join gap): not in
+/// the install script, but its C symbol stays in the library so a database still at an older
+/// version keeps working between the new library's install and `ALTER EXTENSION coherence
+/// UPDATE`.
+#[pg_extern(immutable, strict, parallel_safe, sql = false)]
+fn correlate(signals: JsonB, samples: JsonB, tolerance: Interval, min_errors: i32) -> JsonB {
+    correlate_v6(
+        signals,
+        samples,
+        tolerance,
+        min_errors,
+        Interval::from_micros(0),
+    )
 }

@@ -30,6 +30,7 @@ SELECT q AS call, pg_temp.try(q) AS result FROM (VALUES
     ($$SELECT coherence.trend(now(), 1.0::float8, -5)$$),
     ($$SELECT coherence.correlate('[{"id": 1}]')$$),
     ($$SELECT coherence.correlate('[]', tolerance => interval '0')$$),
+    ($$SELECT coherence.correlate('[]', join_gap => interval '-1 minute')$$),
     ($$SELECT coherence.detect('2025-01-02', '2025-01-01')$$),
     ($$SELECT coherence.detect_events('2025-01-01', '2025-01-02', lookback => interval '-1 day')$$),
     ($$SELECT coherence.run_detection(lookback => NULL)$$),

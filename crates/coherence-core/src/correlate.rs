@@ -15,6 +15,9 @@
 //! risk at least [`ALONE_RISK`]. *Long* anomalies (leak trends,
 //! sustained level shifts) do not link groups — a 48-hour leak would otherwise join every error
 //! of two days — but are attached as context to each incident they are active during.
+//! Incidents of one host at most `join_gap` apart are one incident (`run_detection` passes its
+//! `close_after`: an incident stays open until quiet that long, so what forms on its host while
+//! it is open belongs to it; a group too weak to form an incident joins nothing).
 //!
 //! **Root-cause ranking.** Each member metric is represented by its strongest anomaly (ties:
 //! the earliest); members are ranked by `score = risk · tolerance / (tolerance + onset lag)`,
@@ -162,6 +165,10 @@ pub const MAX_NARRATIVE_LINES: usize = 12;
 pub struct CorrelateParams {
     pub tolerance_us: i64,
     pub min_errors: u64,
+    /// Incidents of one host whose gap is at most this long are one incident (0: never joined).
+    /// `run_detection` passes its `close_after`: an incident stays open until it has been quiet
+    /// that long, so what forms on its host while it is open belongs to it.
+    pub join_gap_us: i64,
 }
 
 impl Default for CorrelateParams {
@@ -169,6 +176,7 @@ impl Default for CorrelateParams {
         CorrelateParams {
             tolerance_us: 5 * 60 * 1_000_000,
             min_errors: 3,
+            join_gap_us: 0,
         }
     }
 }
@@ -289,20 +297,38 @@ pub fn correlate_with(
                 }
             }
         }
+        // Groups that form an incident; those of one host at most `join_gap` apart are one.
+        let mut joined: Vec<Vec<&Signal>> = Vec::new();
+        let mut joined_end = i64::MIN;
         for g in groups {
+            tick();
+            if !forms_incident(&g, p.min_errors) {
+                continue;
+            }
+            let start = g.iter().map(|s| s.start).min().unwrap_or(i64::MIN);
+            let end = g
+                .iter()
+                .map(|s| s.end.max(s.start))
+                .max()
+                .unwrap_or(i64::MIN);
+            match joined.last_mut() {
+                Some(j)
+                    if p.join_gap_us > 0 && start <= joined_end.saturating_add(p.join_gap_us) =>
+                {
+                    j.extend(g);
+                    joined_end = joined_end.max(end);
+                }
+                _ => {
+                    joined.push(g);
+                    joined_end = end;
+                }
+            }
+        }
+        for g in joined {
             let errors: Vec<&Signal> = g.iter().copied().filter(|s| s.kind == "error").collect();
             let anomalies: Vec<&Signal> =
                 g.iter().copied().filter(|s| s.kind == "anomaly").collect();
-            let n_err = errors.len() as u64;
             tick();
-            let forms = if n_err == 0 {
-                strong_together(&anomalies)
-            } else {
-                !anomalies.is_empty() || n_err >= p.min_errors
-            };
-            if !forms {
-                continue;
-            }
             let first = g.iter().map(|s| s.start).min().unwrap();
             let last = g.iter().map(|s| s.end.max(s.start)).max().unwrap();
             let first_err = errors.iter().map(|s| s.start).min();
@@ -331,6 +357,18 @@ pub fn correlate_with(
         }
     }
     out
+}
+
+/// Whether a group of linked signals is an incident: an error with an anomaly, `min_errors`
+/// errors, or, with no error, anomalies strong enough together ([`strong_together`]).
+fn forms_incident(g: &[&Signal], min_errors: u64) -> bool {
+    let n_err = g.iter().filter(|s| s.kind == "error").count() as u64;
+    let anomalies: Vec<&Signal> = g.iter().copied().filter(|s| s.kind == "anomaly").collect();
+    if n_err == 0 {
+        strong_together(&anomalies)
+    } else {
+        !anomalies.is_empty() || n_err >= min_errors
+    }
 }
 
 /// Whether a long anomaly of this kind has a meaningful start (a change point), as level shifts
@@ -1256,6 +1294,61 @@ mod tests {
             0.99,
         );
         assert!(correlate(&[leak], &[], &p).is_empty());
+    }
+
+    #[test]
+    fn incidents_of_a_host_closer_than_the_join_gap_are_one_and_farther_ones_stay_apart() {
+        // Three bursts of strong anomalies on db-1 (each an incident by itself), 20 and then 50
+        // minutes apart, and one on web-1 between them.
+        let burst = |id: u32, host: &str, t: i64| {
+            vec![
+                anom(id, host, "cpu", "spike", t, t, 95.0, 0.9),
+                anom(id + 1, host, "memory", "spike", t + MIN, t + MIN, 90.0, 0.9),
+            ]
+        };
+        let mut s = burst(1, "db-1", T);
+        s.extend(burst(3, "db-1", T + 20 * MIN));
+        s.extend(burst(5, "db-1", T + 70 * MIN));
+        s.extend(burst(7, "web-1", T + 10 * MIN));
+        let apart = correlate(&s, &[], &CorrelateParams::default());
+        assert_eq!(apart.len(), 4, "no join gap: each burst is an incident");
+        let p = CorrelateParams {
+            join_gap_us: 30 * MIN,
+            ..CorrelateParams::default()
+        };
+        let joined = correlate(&s, &[], &p);
+        let db: Vec<&Incident> = joined.iter().filter(|i| i.host == "db-1").collect();
+        assert_eq!(db.len(), 2, "{joined:#?}");
+        assert_eq!(
+            db[0].signal_ids.len(),
+            4,
+            "the first two bursts are one incident"
+        );
+        assert_eq!((db[0].opened_at, db[0].last_signal_at), (T, T + 21 * MIN));
+        assert_eq!(
+            db[1].signal_ids.len(),
+            2,
+            "50 minutes later is a new incident"
+        );
+        assert_eq!(
+            joined.iter().filter(|i| i.host == "web-1").count(),
+            1,
+            "hosts never join"
+        );
+        // A weak anomaly between two incidents forms nothing and joins nothing.
+        let mut weak = burst(1, "db-1", T);
+        weak.push(anom(
+            9,
+            "db-1",
+            "disk",
+            "spike",
+            T + 25 * MIN,
+            T + 25 * MIN,
+            50.0,
+            0.1,
+        ));
+        weak.extend(burst(5, "db-1", T + 50 * MIN));
+        assert_eq!(correlate(&weak, &[], &p).len(), 2);
     }
 
     #[test]
