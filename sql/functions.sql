@@ -1,5 +1,7 @@
 -- SQL-language functions and the documentation (COMMENT ON) of every function in schema
 -- coherence. Loaded last (finalize), after the Rust functions and the aggregates exist.
+-- The PL/pgSQL functions that scan coherence.metrics run with jit = off: over a year of day
+-- partitions, compiling every partition's scan expressions took longer than the scans.
 
 COMMENT ON SCHEMA coherence IS 'Coherence: anomaly detection and incident correlation for SREs.';
 
@@ -78,6 +80,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 BEGIN
@@ -176,6 +179,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -244,6 +248,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 #variable_conflict use_column
 BEGIN
@@ -292,6 +297,7 @@ CREATE FUNCTION coherence.incident_involved(host text, first_signal timestamptz,
 RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 DECLARE
     v_until timestamptz;
@@ -341,6 +347,7 @@ RETURNS TABLE (ts timestamptz, value double precision, baseline double precision
                lower double precision, upper double precision, anomalous boolean)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 #variable_conflict use_variable
 BEGIN
