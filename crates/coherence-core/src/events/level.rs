@@ -46,9 +46,59 @@ pub(crate) struct Scores {
 }
 
 /// Index of the point at time `t` (± half a step), if any.
+#[cfg(test)]
 fn at_time(ts: &[i64], t: i64, half: i64) -> Option<usize> {
     let i = ts.partition_point(|x| *x < t.saturating_sub(half));
     (i < ts.len() && ts[i] <= t.saturating_add(half)).then_some(i)
+}
+
+/// [`at_time`] from a cursor: `cur` is at most the first index at or after `t - half`, and is
+/// left there. Over times `t` that never decrease it moves through `ts` once (the scan asks
+/// for the same phase offset at every point, so the lookups cost O(1) a point amortized, where
+/// a binary search each cost O(log n)); the answer is [`at_time`]'s.
+fn at_time_from(ts: &[i64], t: i64, half: i64, cur: &mut usize) -> Option<usize> {
+    let lo = t.saturating_sub(half);
+    while *cur < ts.len() && ts[*cur] < lo {
+        *cur += 1;
+    }
+    (*cur < ts.len() && ts[*cur] <= t.saturating_add(half)).then_some(*cur)
+}
+
+/// The same phase in other periods, for the seasonal baseline: one cursor per period offset
+/// (earlier and later), each moving forward only as the scan does.
+#[derive(Default)]
+struct PhaseCursors {
+    at: [[usize; 4 * PHASES]; 2],
+}
+
+impl PhaseCursors {
+    /// Calls `found` with the index of the point at `ts[i]`'s phase in up to [`PHASES`] other
+    /// periods: earlier periods first (nearest first), then later ones while fewer than
+    /// [`PHASES`] exist, looking at most `4 · PHASES` periods out each way. `i` must not
+    /// decrease between calls.
+    fn next(&mut self, ts: &[i64], i: usize, len: i64, half: i64, mut found: impl FnMut(usize)) {
+        let (first, last) = (ts[0], ts[ts.len() - 1]);
+        let mut got = 0;
+        for (d, dir) in [-1i64, 1].into_iter().enumerate() {
+            for k in 1..=(4 * PHASES) as i64 {
+                if got == PHASES {
+                    return;
+                }
+                let t = ts[i].saturating_add(dir.saturating_mul(k).saturating_mul(len));
+                // Before the first point (earlier periods) or after the last (later ones):
+                // further periods are further out.
+                if (dir < 0 && t.saturating_add(half) < first)
+                    || (dir > 0 && t.saturating_sub(half) > last)
+                {
+                    break;
+                }
+                if let Some(j) = at_time_from(ts, t, half, &mut self.at[d][k as usize - 1]) {
+                    found(j);
+                    got += 1;
+                }
+            }
+        }
+    }
 }
 
 /// The CUSUM's state during the scan.
@@ -89,6 +139,7 @@ pub(crate) fn scan(
     let mut scales = vec![f64::NAN; n];
     let mut seasonal = vec![0.0; n];
     let mut phase = Vec::with_capacity(PHASES);
+    let mut phases = PhaseCursors::default();
     let mut shifts = Vec::new();
     let mut cusum = tau.map(|tau| Cusum {
         norm: tau.sqrt(),
@@ -104,21 +155,7 @@ pub(crate) fn scan(
         }
         if let Some(len) = period_us {
             phase.clear();
-            // Earlier periods first, then later ones while fewer than PHASES exist.
-            for dir in [-1i64, 1] {
-                for k in 1..=(4 * PHASES) as i64 {
-                    if phase.len() == PHASES {
-                        break;
-                    }
-                    if let Some(j) = at_time(
-                        ts,
-                        ts[i].saturating_add(dir.saturating_mul(k).saturating_mul(len)),
-                        half,
-                    ) {
-                        phase.push(x[j]);
-                    }
-                }
-            }
+            phases.next(ts, i, len, half, |j| phase.push(x[j]));
             if !phase.is_empty() {
                 seasonal[i] = super::window::median_of(&mut phase);
             }
@@ -316,4 +353,70 @@ fn lag1(z: &[f64]) -> f64 {
         return 0.0;
     }
     v.windows(2).map(|w| (w[0] - m) * (w[1] - m)).sum::<f64>() / den
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The seasonal lookup as it was: a binary search per period offset.
+    fn phases_by_search(ts: &[i64], i: usize, len: i64, half: i64) -> Vec<usize> {
+        let mut out = Vec::new();
+        for dir in [-1i64, 1] {
+            for k in 1..=(4 * PHASES) as i64 {
+                if out.len() == PHASES {
+                    break;
+                }
+                if let Some(j) = at_time(
+                    ts,
+                    ts[i].saturating_add(dir.saturating_mul(k).saturating_mul(len)),
+                    half,
+                ) {
+                    out.push(j);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn phase_cursors_find_what_a_binary_search_finds(
+            gaps in proptest::collection::vec(1i64..50, 2..400),
+            start in prop_oneof![Just(i64::MIN + 5), -1_000i64..1_000, Just(i64::MAX - 30_000)],
+            len in prop_oneof![1i64..200, Just(i64::MAX / 3), Just(i64::MAX)],
+            half in 0i64..30,
+        ) {
+            let mut ts = Vec::with_capacity(gaps.len());
+            let mut t = start;
+            for g in &gaps {
+                t = t.saturating_add(*g);
+                if ts.last() != Some(&t) {
+                    ts.push(t);
+                }
+            }
+            let mut cur = PhaseCursors::default();
+            for i in 0..ts.len() {
+                let mut got = Vec::new();
+                cur.next(&ts, i, len, half, |j| got.push(j));
+                prop_assert_eq!(got, phases_by_search(&ts, i, len, half), "point {}", i);
+            }
+        }
+
+        #[test]
+        fn a_cursor_over_rising_times_finds_what_a_binary_search_finds(
+            gaps in proptest::collection::vec(1i64..20, 1..200),
+            steps in proptest::collection::vec(0i64..15, 1..300),
+            half in 0i64..10,
+        ) {
+            let ts: Vec<i64> = gaps.iter().scan(0i64, |t, g| { *t += g; Some(*t) }).collect();
+            let mut cur = 0;
+            let mut t = -20;
+            for s in steps {
+                t += s;
+                prop_assert_eq!(at_time_from(&ts, t, half, &mut cur), at_time(&ts, t, half));
+            }
+        }
+    }
 }

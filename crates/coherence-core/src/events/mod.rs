@@ -471,13 +471,21 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     // the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores were white, so a level
     // shift restarts the baseline there too and its points do not pass for the series' normal
     // tail.)
+    // Scores that do not wander (τ = 1, ρ ≤ 0: white noise) make pass 2 pass 1 again, so
+    // pass 1's result stands.
     tick();
-    let (first, _) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
+    let (first, first_shifts) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
     let tau = level::tau_of(&first.z);
-    let (scores, shifts) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
+    let (second, shifts) = if tau == 1.0 {
+        (None, first_shifts)
+    } else {
+        let (s, shifts) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
+        (Some(s), shifts)
+    };
+    let scores = second.as_ref().unwrap_or(&first);
     tick();
     let tail = risk::Tail::fit(&first.z);
-    let mut robust = level::point_events(&ts, &xd, &scores, p, per_day, tail);
+    let mut robust = level::point_events(&ts, &xd, scores, p, per_day, tail);
     robust.extend(shifts);
     for e in robust.iter_mut() {
         // Back to the metric's own units: the value at the peak, the baseline on the trend.
