@@ -6,7 +6,8 @@
 -- up to the end of tomorrow, UTC (coherence.metrics_upgraded); no row is copied (rows stamped
 -- later move to the default partition). The update scans it once, for the attach check, under
 -- an exclusive lock: ingest waits for it. Also: incidents of one host closer than close_after
--- are one (coherence.correlate gains join_gap).
+-- are one (coherence.correlate gains join_gap); run_detection refreshes a written series' last
+-- sample and cadence from the partitions around its newest samples.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.6.0'" to load this file. \quit
 
 -- What would silently read the old table after the rename: refuse, with what to do.
@@ -393,6 +394,7 @@ DECLARE
     v_top        jsonb;
     v_hosts      text[];
     v_metrics    text[];
+    v_maxes      timestamptz[];
     v_durations  boolean;
     v_rules      boolean;
     v_err        text;
@@ -441,25 +443,54 @@ BEGIN
     -- New data: the queue filled by the tables' insert triggers. Deleting it here makes the
     -- run's claim atomic with its results; rows of transactions that commit later are queued
     -- later and analysed by a later run.
-    WITH q AS (DELETE FROM coherence.pending_series RETURNING host, metric, min_ts, max_ts)
+    WITH q AS (DELETE FROM coherence.pending_series RETURNING host, metric, min_ts, max_ts),
+         k AS (SELECT q.host, q.metric, max(q.max_ts) AS max_ts FROM q GROUP BY q.host, q.metric)
     SELECT (SELECT min(q.min_ts) FROM q), (SELECT max(q.max_ts) FROM q),
-           (SELECT array_agg(k.host) FROM (SELECT DISTINCT q.host, q.metric FROM q) k),
-           (SELECT array_agg(k.metric) FROM (SELECT DISTINCT q.host, q.metric FROM q) k)
-      INTO v_new_min, v_new_max, v_hosts, v_metrics;
+           (SELECT array_agg(k.host ORDER BY k.host, k.metric) FROM k),
+           (SELECT array_agg(k.metric ORDER BY k.host, k.metric) FROM k),
+           (SELECT array_agg(k.max_ts ORDER BY k.host, k.metric) FROM k)
+      INTO v_new_min, v_new_max, v_hosts, v_metrics, v_maxes;
     IF full_rescan OR v_prev_now IS NULL THEN
-        SELECT array_agg(k.host), array_agg(k.metric_name) INTO v_hosts, v_metrics
+        SELECT array_agg(k.host), array_agg(k.metric_name), NULL INTO v_hosts, v_metrics, v_maxes
           FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k;
     END IF;
-    -- The written series' last sample and cadence (for no-data detection and series_health).
+    -- The written series' last sample and cadence (for no-data detection and series_health):
+    -- the latest 33 samples, looked for first between 40 of its intervals (1 hour to 2 days)
+    -- before the newest queued one and the newest seen (the other partitions are pruned), and
+    -- in the whole table only for series with fewer there (new series, gaps, the first run).
+    -- Rows committed after the queue was claimed are the next run's.
     INSERT INTO coherence.series_state AS s (host, metric, last_at, last_value, cadence, updated_at)
-    SELECT k.host, k.metric, l.last_at, l.last_value, coherence.series_cadence(l.ts), now()
-      FROM unnest(v_hosts, v_metrics) AS k(host, metric)
-     CROSS JOIN LATERAL (
-           SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
-                  array_agg(t.ts) AS ts
-             FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
-                    WHERE m.host = k.host AND m.metric_name = k.metric
-                    ORDER BY m."timestamp" DESC LIMIT 33) t) l
+    WITH k AS (
+        SELECT u.host, u.metric, u.max_ts, st.last_at AS prev_last, st.cadence
+          FROM unnest(v_hosts, v_metrics, v_maxes) AS u(host, metric, max_ts)
+          LEFT JOIN coherence.series_state st ON st.host = u.host AND st.metric = u.metric
+    ), recent AS (
+        SELECT k.host, k.metric, l.*
+          FROM k CROSS JOIN LATERAL (
+               SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                      array_agg(t.ts) AS ts, count(*) AS n
+                 FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                        WHERE m.host = k.host AND m.metric_name = k.metric
+                          -- (no bound near the lowest timestamp: the arithmetic would fail)
+                          AND m."timestamp" >= CASE WHEN k.max_ts >= '1000-01-01 00:00+00'::timestamptz
+                                                    THEN k.max_ts - least(greatest(40 * k.cadence, interval '1 hour'),
+                                                                          interval '2 days') END
+                          AND m."timestamp" <= greatest(k.max_ts, k.prev_last)
+                        ORDER BY m."timestamp" DESC LIMIT 33) t) l
+    ), latest AS (
+        SELECT rc.host, rc.metric, rc.last_at, rc.last_value, rc.ts FROM recent rc WHERE rc.n = 33
+        UNION ALL
+        SELECT rc.host, rc.metric, l.last_at, l.last_value, l.ts
+          FROM recent rc CROSS JOIN LATERAL (
+               SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                      array_agg(t.ts) AS ts
+                 FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                        WHERE m.host = rc.host AND m.metric_name = rc.metric
+                        ORDER BY m."timestamp" DESC LIMIT 33) t) l
+         WHERE rc.n < 33
+    )
+    SELECT l.host, l.metric, l.last_at, l.last_value, coherence.series_cadence(l.ts), now()
+      FROM latest l
      WHERE l.last_at IS NOT NULL
     ON CONFLICT (host, metric) DO UPDATE
        SET last_at = excluded.last_at, last_value = excluded.last_value, cadence = excluded.cadence,

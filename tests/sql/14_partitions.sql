@@ -69,6 +69,29 @@ SELECT count(*) AS rows_left, count(*) FILTER (WHERE "timestamp" >= date_trunc('
 SELECT count(*) AS made_for_backfill FROM coherence.create_partitions(since => now() - interval '12 days');
 SELECT count(*) AS day_partitions FROM coherence.metrics_partitions WHERE NOT is_default;
 
+-- The job refreshes the last sample and cadence of the series written since, from the latest
+-- 33 samples: found near the newest (40 rows in a row), or in the whole table after a gap.
+CREATE FUNCTION pg_temp.state_as_reference() RETURNS TABLE (metric text, last_at timestamptz, cadence interval, as_reference boolean)
+LANGUAGE sql AS $$
+SELECT s.metric, s.last_at, s.cadence,
+       (s.last_at, s.last_value, s.cadence) IS NOT DISTINCT FROM (r.last_at, r.last_value, r.cadence)
+  FROM coherence.series_state s
+ CROSS JOIN LATERAL (SELECT max(t.ts) AS last_at, (array_agg(t.value ORDER BY t.ts DESC))[1] AS last_value,
+                            coherence.series_cadence(array_agg(t.ts)) AS cadence
+                       FROM (SELECT m."timestamp" AS ts, m.value FROM coherence.metrics m
+                              WHERE m.host = s.host AND m.metric_name = s.metric
+                              ORDER BY m."timestamp" DESC LIMIT 33) t) r
+ WHERE s.host = 'db-1' ORDER BY s.metric $$;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-1', 'cpu', 50 + i % 3, date_trunc('day', now()) + interval '1 hour' + i * interval '1 minute'
+  FROM generate_series(1, 40) i;
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT metric, last_at - date_trunc('day', now()) AS last_at_today, cadence, as_reference FROM pg_temp.state_as_reference();
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('db-1', 'cpu', 60, date_trunc('day', now()) + interval '5 hours');
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT metric, last_at - date_trunc('day', now()) AS last_at_today, cadence, as_reference FROM pg_temp.state_as_reference();
+
 -- Bad input: a clear error, nothing done.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
