@@ -70,14 +70,14 @@ COMMENT ON COLUMN coherence.incidents.host IS 'Host.';
 COMMENT ON COLUMN coherence.incidents.status IS 'open; resolved (no new signal for close_after of data time); merged (joined another incident, see merged_into).';
 COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
 COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
-COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence, peers: {moving, total} when the metric has peers}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
 COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window (coherence.maintenance_windows.id) that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection; a resolved incident keeps it even if the window is deleted later (no late page for past work).';
 COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
 COMMENT ON COLUMN coherence.incidents.merged_into IS 'For merged incidents, the incident that absorbed it.';
 COMMENT ON COLUMN coherence.incidents.error_count IS 'Error events in the burst.';
 COMMENT ON COLUMN coherence.incidents.risk IS 'Risk in [0, 1] (see docs/incidents.md).';
-COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, telemetry stopped, correlated metric anomalies, metric anomaly or undetermined.';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, telemetry stopped, correlated metric anomalies, metric anomaly, fleet-wide load or undetermined.';
 COMMENT ON COLUMN coherence.incidents.confidence IS 'Confidence of the top hypothesis in [0, 1].';
 COMMENT ON COLUMN coherence.incidents.hypotheses IS 'All hypotheses, ranked: [{cause, confidence, evidence}].';
 COMMENT ON COLUMN coherence.incidents.narrative IS 'Narrative in the seed''s form.';
@@ -181,6 +181,7 @@ DECLARE
     v_hosts      text[];
     v_metrics    text[];
     v_maxes      timestamptz[];
+    v_fleet      jsonb;
     v_durations  boolean;
     v_rules      boolean;
     v_err        text;
@@ -425,7 +426,12 @@ BEGIN
                  WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
         -- Incidents of a host closer than close_after are one: an incident is open until quiet
         -- that long, and what forms on its host meanwhile belongs to it.
-        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after);
+        -- The fleet: how many hosts reported each metric in the range (peers for ranking).
+        SELECT coalesce(jsonb_object_agg(f.metric, f.hosts), '{}'::jsonb) INTO v_fleet
+          FROM (SELECT s.metric, count(*) AS hosts FROM coherence.series_state s
+                 WHERE s.last_at >= v_since GROUP BY s.metric) f;
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after,
+                                           fleet => v_fleet);
 
         -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
         --    (the others are marked merged), or opens a new one.
@@ -591,8 +597,8 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
     'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
-COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) IS
-    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. Used by run_detection (join_gap => close_after); see docs/incidents.md.';
+COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) IS
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
 
 -- Views for BI tools.
 CREATE VIEW coherence.active_incidents AS
@@ -795,7 +801,7 @@ GRANT SELECT ON coherence.active_incidents, coherence.incident_timeline, coheren
 -- The correlator is the job's step (its input is whatever jsonb a caller builds, unbounded):
 -- the same.
 REVOKE EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) FROM PUBLIC;
 
 -- Alert delivery log of `coherence-ingest alert`: one row per (incident, destination, action),
 -- so each is delivered once; retries with backoff live here too.
@@ -859,6 +865,6 @@ GRANT USAGE ON SCHEMA coherence TO @extowner@;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO @extowner@;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA coherence TO @extowner@;
 GRANT EXECUTE ON FUNCTION coherence.run_detection(interval, interval, interval, boolean),
-    coherence.correlate(jsonb, jsonb, interval, integer, interval),
+    coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb),
     coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval) TO @extowner@;
 

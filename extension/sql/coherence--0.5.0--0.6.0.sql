@@ -6,7 +6,8 @@
 -- up to the end of tomorrow, UTC (coherence.metrics_upgraded); no row is copied (rows stamped
 -- later move to the default partition). The update scans it once, for the attach check, under
 -- an exclusive lock: ingest waits for it. Also: incidents of one host closer than close_after
--- are one (coherence.correlate gains join_gap); run_detection refreshes a written series' last
+-- are one (coherence.correlate gains join_gap), incident members carry peer evidence
+-- (coherence.correlate gains fleet), and run_detection refreshes a written series' last
 -- sample and cadence from the partitions around its newest samples.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.6.0'" to load this file. \quit
 
@@ -342,20 +343,24 @@ REVOKE EXECUTE ON FUNCTION coherence.drop_old_data(interval) FROM PUBLIC;
 
 -- The correlator joins incidents of one host closer than join_gap (run_detection passes its
 -- close_after): a new argument, so the function is made again.
+-- Members carry peer evidence; a new hypothesis.
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence, peers: {moving, total} when the metric has peers}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.hypothesis IS 'Top-ranked root-cause hypothesis: resource exhaustion, memory leak, disk filling, traffic surge, telemetry stopped, correlated metric anomalies, metric anomaly, fleet-wide load or undetermined.';
 DROP FUNCTION coherence.correlate(jsonb, jsonb, interval, integer);
 CREATE FUNCTION coherence.correlate(
 	"signals" jsonb, /* JsonB */
 	"samples" jsonb DEFAULT '[]'::jsonb, /* JsonB */
 	"tolerance" interval DEFAULT '5 minutes', /* Interval */
 	"min_errors" INT DEFAULT 3, /* i32 */
-	"join_gap" interval DEFAULT '0' /* Interval */
+	"join_gap" interval DEFAULT '0', /* Interval */
+	"fleet" jsonb DEFAULT '{}'::jsonb /* JsonB */
 ) RETURNS jsonb /* JsonB */
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'correlate_v6_wrapper';
-COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) IS
-    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. Used by run_detection (join_gap => close_after); see docs/incidents.md.';
-REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval) FROM PUBLIC;
+COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) IS
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
+REVOKE EXECUTE ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION coherence.run_detection(
     lookback    interval DEFAULT '48 hours',
@@ -395,6 +400,7 @@ DECLARE
     v_hosts      text[];
     v_metrics    text[];
     v_maxes      timestamptz[];
+    v_fleet      jsonb;
     v_durations  boolean;
     v_rules      boolean;
     v_err        text;
@@ -639,7 +645,12 @@ BEGIN
                  WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until) x;
         -- Incidents of a host closer than close_after are one: an incident is open until quiet
         -- that long, and what forms on its host meanwhile belongs to it.
-        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after);
+        -- The fleet: how many hosts reported each metric in the range (peers for ranking).
+        SELECT coalesce(jsonb_object_agg(f.metric, f.hosts), '{}'::jsonb) INTO v_fleet
+          FROM (SELECT s.metric, count(*) AS hosts FROM coherence.series_state s
+                 WHERE s.last_at >= v_since GROUP BY s.metric) f;
+        v_incidents := coherence.correlate(v_signals, v_samples, tolerance, join_gap => close_after,
+                                           fleet => v_fleet);
 
         -- 3. Upsert incidents: a computed incident updates the oldest stored one it overlaps
         --    (the others are marked merged), or opens a new one.
@@ -821,7 +832,7 @@ DECLARE
     v_owner text := (SELECT e.extowner::pg_catalog.regrole::text FROM pg_catalog.pg_extension e
                       WHERE e.extname OPERATOR(pg_catalog.=) 'coherence');
 BEGIN
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval), coherence.correlate(jsonb, jsonb, interval, integer, interval) TO %s', v_owner);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION coherence.create_partitions(interval, integer, timestamptz), coherence.drop_old_data(interval), coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) TO %s', v_owner);
     EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA coherence TO %s', v_owner);
 END
 $grant$;

@@ -1,7 +1,7 @@
 //! `coherence.correlate`: the temporal correlator (coherence-core::correlate) over jsonb.
 
 use crate::errors::invalid_parameter;
-use coherence_core::correlate::{correlate_with, CorrelateParams, Sample, Signal};
+use coherence_core::correlate::{correlate_fleet, CorrelateParams, Fleet, Sample, Signal};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -12,6 +12,7 @@ fn correlate_v6(
     tolerance: default!(Interval, "'5 minutes'"),
     min_errors: default!(i32, 3),
     join_gap: default!(Interval, "'0'"),
+    fleet: default!(JsonB, "'{}'::jsonb"),
 ) -> JsonB {
     let signals: Vec<Signal> = serde_json::from_value(signals.0).unwrap_or_else(|e| {
         invalid_parameter(
@@ -44,12 +45,18 @@ fn correlate_v6(
             "coherence.run_detection() passes its close_after (default interval '30 minutes'); 0 joins nothing.",
         );
     }
+    let fleet: Fleet = serde_json::from_value(fleet.0).unwrap_or_else(|e| {
+        invalid_parameter(
+            &format!("fleet is not an object of metric names and host counts: {e}"),
+            "E.g. '{\"cpu\": 12, \"memory\": 12}': how many hosts report each metric (coherence.run_detection() counts them in coherence.series_state).",
+        )
+    });
     let p = CorrelateParams {
         tolerance_us: tolerance.as_micros() as i64,
         min_errors: min_errors as u64,
         join_gap_us: join_gap.as_micros() as i64,
     };
-    let incidents = correlate_with(&signals, &samples, &p, &mut || {
+    let incidents = correlate_fleet(&signals, &samples, &fleet, &p, &mut || {
         pgrx::check_for_interrupts!();
     });
     JsonB(serde_json::to_value(incidents).expect("incidents serialize"))
@@ -67,5 +74,6 @@ fn correlate(signals: JsonB, samples: JsonB, tolerance: Interval, min_errors: i3
         tolerance,
         min_errors,
         Interval::from_micros(0),
+        JsonB(serde_json::json!({})),
     )
 }

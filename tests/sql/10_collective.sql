@@ -82,6 +82,38 @@ SELECT coherence.incident_involved('db-3', '2025-12-13 02:00+00', '2025-12-13 02
        coherence.incident_involved('nobody', '2025-12-13 02:00+00', '2025-12-13 02:10+00') AS unknown_host;
 SELECT count(*) AS null_arrays FROM coherence.involved_metrics(NULL, NULL, NULL, now(), now());
 
+-- Peers: cpu spikes on four web hosts at once (load), and on web-1 memory spikes too, a minute
+-- later (its own). web-1's incident is led by memory, with cpu marked as shown by all 3 peers;
+-- the other hosts' incidents are fleet-wide load.
+TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
+         coherence.anomalies, coherence.incidents, coherence.detection_runs, coherence.series_state CASCADE;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'web-' || h, m,
+       40 + pg_temp.noise(h * 10 + CASE m WHEN 'cpu' THEN 1 ELSE 2 END, i)
+          + CASE WHEN m = 'cpu' AND i BETWEEN 2880 AND 2882 THEN 30
+                 WHEN m = 'memory' AND h = 1 AND i BETWEEN 2881 AND 2883 THEN 30 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 4) h, unnest(ARRAY['cpu', 'memory']) m, generate_series(0, 2 * 1440 + 59) i;
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT host, hypothesis, narrative FROM coherence.incidents ORDER BY host;
+SELECT i.host, r->>'metric' AS metric, (r->>'score')::float8 > 0 AS scored, r->'peers' AS peers
+  FROM coherence.incidents i, jsonb_array_elements(i.ranking) WITH ORDINALITY AS x(r, pos)
+ WHERE i.host = 'web-1' AND r->>'kind' <> 'involved' ORDER BY pos;
+SELECT count(*) AS fleet_wide_load_hypotheses
+  FROM coherence.incidents i, jsonb_array_elements(i.hypotheses) h WHERE h->>'cause' = 'fleet-wide load';
+-- Without the fleet (coherence.correlate called as before 0.6.0), no peer evidence.
+SELECT count(*) AS members_with_peers
+  FROM jsonb_array_elements(coherence.correlate(
+         (SELECT jsonb_agg(jsonb_build_object('id', 'anomaly:' || a.id, 'host', a.host, 'kind', 'anomaly',
+                 'metric', a.metric, 'anomaly_kind', a.kind, 'start', (extract(epoch FROM a.started_at) * 1e6)::bigint,
+                 'end', (extract(epoch FROM a.ended_at) * 1e6)::bigint, 'risk', a.risk))
+            FROM coherence.anomalies a))) i,
+       jsonb_array_elements(i->'ranking') r WHERE r ? 'peers';
+SELECT coherence.correlate('[]'::jsonb, fleet => '{"cpu": "many"}'::jsonb);
+-- The example of coherence.correlate's comment runs.
+SELECT substring(obj_description('coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb)'::regprocedure, 'pg_proc')
+                 FROM 'E\.g\. (SELECT .*);$') \gexec
+
 -- Parameter errors.
 SELECT coherence.detect_collective('2025-12-14', '2025-12-13');
 SELECT count(*) FROM coherence.find_collective(ARRAY['a'], ARRAY[now(), now()], ARRAY[1.0]::float8[]);

@@ -25,6 +25,16 @@
 //! the metric that moved first and strongest leads; ties go to the larger |detector score|.
 //! The ranking is `Incident::ranking`.
 //!
+//! **Peers.** Given how many hosts report each metric (the fleet), a member's peers are the
+//! other hosts reporting its metric; those with an anomaly of that metric overlapping the
+//! member's representative anomaly (± tolerance) moved with it. With at least [`MIN_PEERS`]
+//! peers, the member's score is multiplied by `1 − moving / peers` (a deviation every host
+//! shows is load, not this host's fault; one peer in many by chance costs little) and the
+//! member carries `peers` as evidence. A member that at least [`FLEET_WIDE`] of its peers
+//! share is fleet-wide: its narrative line says so, and the hypothesis `fleet-wide load` has
+//! confidence `max(share · risk)` over those members. Without a fleet, nothing changes; a
+//! silence (`no_data`) has no peer evidence (many silent hosts are a feed outage, not load).
+//!
 //! **Causal graph.** Nodes: the error burst (time of the first error), each member metric's
 //! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
 //! B") for `A` earlier, with `lag = t(B) − t(A)` and `strength = risk(A) · tolerance /
@@ -48,7 +58,9 @@
 //!   reaches 0.5, and the narrative then says so instead of guessing.
 //!
 //! * `correlated metric anomalies` (incidents without errors, two or more metrics): their
-//!   combined risk, led by the top-ranked metric; `metric anomaly` with one metric.
+//!   combined risk, each member's risk weighted by `1 − moving / peers`, led by the top-ranked
+//!   metric; `metric anomaly` with one metric;
+//! * `fleet-wide load`: members most of whose peers moved at the same time (see Peers).
 //!
 //! **Risk** of an incident: `1 − (1 − min(1, errors / 10)) · (1 − max anomaly risk)`.
 //! The narrative lists at most [`MAX_NARRATIVE_LINES`] anomaly lines and says how many more.
@@ -144,7 +156,39 @@ pub struct Member {
     pub score: f64,
     /// |detector score| of that anomaly: the tie-breaker after onset.
     pub evidence: f64,
+    /// Its peers (other hosts reporting the metric) and how many moved at the same time;
+    /// absent without a fleet or with fewer than [`MIN_PEERS`] peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Peers>,
 }
+
+/// Peer evidence of a member (see the module docs).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Peers {
+    /// Other hosts with an anomaly of the metric overlapping the member's (± tolerance).
+    pub moving: u32,
+    /// Other hosts reporting the metric.
+    pub total: u32,
+}
+
+impl Peers {
+    /// Share of the peers that moved too (0..1).
+    pub fn share(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            (self.moving.min(self.total) as f64) / self.total as f64
+        }
+    }
+}
+
+/// How many hosts report each metric (a host's peers for a metric are the others).
+pub type Fleet = std::collections::BTreeMap<String, u32>;
+
+/// Peers a member needs before their evidence counts.
+pub const MIN_PEERS: u32 = 2;
+/// Share of its peers that makes a member's deviation fleet-wide.
+pub const FLEET_WIDE: f64 = 0.5;
 
 /// Risk one anomaly needs to open an incident alone (no error, no other metric).
 pub const ALONE_RISK: f64 = 0.8;
@@ -246,7 +290,20 @@ pub fn correlate_with(
     p: &CorrelateParams,
     tick: &mut dyn FnMut(),
 ) -> Vec<Incident> {
+    correlate_fleet(signals, samples, &Fleet::new(), p, tick)
+}
+
+/// [`correlate_with`] with the fleet (hosts reporting each metric), so members carry peer
+/// evidence (see the module docs).
+pub fn correlate_fleet(
+    signals: &[Signal],
+    samples: &[Sample],
+    fleet: &Fleet,
+    p: &CorrelateParams,
+    tick: &mut dyn FnMut(),
+) -> Vec<Incident> {
     let tol = p.tolerance_us.max(1);
+    let peers = PeerIndex::new(signals, fleet, tol, tick);
     // One pass to group by host (not hosts × signals).
     let mut by_host: std::collections::BTreeMap<&str, Vec<&Signal>> = Default::default();
     for s in signals {
@@ -352,7 +409,8 @@ pub fn correlate_with(
                 ))
             });
             out.push(build(
-                host, &errors, &anomalies, &context, samples, first, first_err, last, tol, tick,
+                host, &errors, &anomalies, &context, samples, &peers, first, first_err, last, tol,
+                tick,
             ));
         }
     }
@@ -412,14 +470,98 @@ fn strong_together(anomalies: &[&Signal]) -> bool {
         || (reps.len() >= 2 && combined_risk(&reps) >= TOGETHER_RISK)
 }
 
-/// Members ranked by onset-weighted risk (see the module docs).
-fn rank(reps: &[&Signal], tol: i64) -> Vec<Member> {
+/// Anomalies of every host by metric, for peer evidence: per metric and host, the intervals
+/// `[start − tol, end + tol]` sorted by start with the running maximum of their ends, so
+/// whether a host had one overlapping a time range is a binary search.
+struct PeerIndex<'a> {
+    fleet: &'a Fleet,
+    /// metric → its hosts' anomaly spans.
+    by_metric: std::collections::BTreeMap<&'a str, Vec<HostSpans<'a>>>,
+}
+
+/// One host's anomaly spans of a metric: the host, the spans' starts (sorted) and the running
+/// maximum of their ends.
+type HostSpans<'a> = (&'a str, Vec<i64>, Vec<i64>);
+
+impl<'a> PeerIndex<'a> {
+    fn new(signals: &'a [Signal], fleet: &'a Fleet, tol: i64, tick: &mut dyn FnMut()) -> Self {
+        let mut by_metric: std::collections::BTreeMap<&'a str, Vec<HostSpans<'a>>> =
+            Default::default();
+        if fleet.is_empty() {
+            return PeerIndex { fleet, by_metric };
+        }
+        let mut spans: std::collections::BTreeMap<(&'a str, &'a str), Vec<(i64, i64)>> =
+            Default::default();
+        for (i, s) in signals.iter().enumerate() {
+            if i % 4096 == 0 {
+                tick();
+            }
+            if s.kind == "anomaly" && s.anomaly_kind != "no_data" && fleet.contains_key(&s.metric) {
+                spans
+                    .entry((s.metric.as_str(), s.host.as_str()))
+                    .or_default()
+                    .push((
+                        s.start.saturating_sub(tol),
+                        s.end.max(s.start).saturating_add(tol),
+                    ));
+            }
+        }
+        for ((metric, host), mut v) in spans {
+            tick();
+            v.sort_unstable();
+            let starts = v.iter().map(|x| x.0).collect();
+            let ends = v
+                .iter()
+                .scan(i64::MIN, |m, x| {
+                    *m = (*m).max(x.1);
+                    Some(*m)
+                })
+                .collect();
+            by_metric
+                .entry(metric)
+                .or_default()
+                .push((host, starts, ends));
+        }
+        PeerIndex { fleet, by_metric }
+    }
+
+    /// The peers of `host` for `metric` and how many had an anomaly of it overlapping
+    /// `[start, end]` (None with fewer than MIN_PEERS peers).
+    fn of(&self, host: &str, metric: &str, start: i64, end: i64) -> Option<Peers> {
+        let total = self.fleet.get(metric)?.saturating_sub(1);
+        if total < MIN_PEERS {
+            return None;
+        }
+        let moving = self.by_metric.get(metric).map_or(0, |hosts| {
+            hosts
+                .iter()
+                .filter(|(h, starts, ends)| {
+                    let k = starts.partition_point(|s| *s <= end.max(start));
+                    *h != host && k > 0 && ends[k - 1] >= start
+                })
+                .count() as u32
+        });
+        Some(Peers {
+            moving: moving.min(total),
+            total,
+        })
+    }
+}
+
+/// Members ranked by onset-weighted risk, discounted by the share of peers that moved too
+/// (see the module docs).
+fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64) -> Vec<Member> {
     let onset = reps.iter().map(|a| a.start).min().unwrap_or(0);
     let mut out: Vec<Member> = reps
         .iter()
         .map(|a| {
             let lag = a.start.saturating_sub(onset).max(0) as f64;
-            let score = a.risk.clamp(0.0, 1.0) * tol as f64 / (tol as f64 + lag);
+            // (A silence is the feed's business, whoever else is silent: no peer evidence.)
+            let pe = (a.anomaly_kind != "no_data")
+                .then(|| peers.of(&a.host, &a.metric, a.start, a.end.max(a.start)))
+                .flatten();
+            let score = a.risk.clamp(0.0, 1.0) * tol as f64 / (tol as f64 + lag)
+                * (1.0 - pe.map_or(0.0, |p| p.share()));
             Member {
                 metric: a.metric.clone(),
                 anomaly: a.id.clone(),
@@ -428,6 +570,7 @@ fn rank(reps: &[&Signal], tol: i64) -> Vec<Member> {
                 risk: a.risk,
                 score: (score * 1e4).round() / 1e4,
                 evidence: a.score.map_or(0.0, f64::abs),
+                peers: pe,
             }
         })
         .collect();
@@ -497,6 +640,7 @@ fn build(
     anomalies: &[&Signal],
     context: &[&Signal],
     samples: &[Sample],
+    peers: &PeerIndex,
     opened_at: i64,
     first_err: Option<i64>,
     last: i64,
@@ -505,7 +649,18 @@ fn build(
 ) -> Incident {
     let n_err = errors.len() as u64;
     let reps = representatives(anomalies);
-    let ranking = rank(&reps, tol);
+    let ranking = rank(&reps, peers, tol);
+    let peers_of = |metric: &str| {
+        ranking
+            .iter()
+            .find(|m| m.metric == metric)
+            .and_then(|m| m.peers)
+    };
+    // Members most of whose peers moved too: load on the fleet.
+    let fleet_wide: Vec<&Member> = ranking
+        .iter()
+        .filter(|m| m.peers.is_some_and(|p| p.share() >= FLEET_WIDE))
+        .collect();
     // Causal graph nodes: (id, time, risk, is_context).
     let mut nodes: Vec<(String, i64, f64, bool)> = Vec::new();
     let burst_id = first_err.map(|t| format!("errors:{host}:{t}"));
@@ -635,9 +790,18 @@ fn build(
         } else {
             "metric anomaly"
         };
+        // Each member's risk weighted by the share of its peers that did not move with it.
+        let own: Vec<Signal> = reps
+            .iter()
+            .map(|a| Signal {
+                risk: a.risk * (1.0 - peers_of(&a.metric).map_or(0.0, |p| p.share())),
+                ..(*a).clone()
+            })
+            .collect();
+        let own: Vec<&Signal> = own.iter().collect();
         hyps.push(Hypothesis {
             cause: cause.into(),
-            confidence: combined_risk(&reps),
+            confidence: combined_risk(&own),
             evidence: format!(
                 "{} metric{} moved together, led by {} ({} first, risk {:.2})",
                 ranking.len(),
@@ -645,6 +809,38 @@ fn build(
                 lead.metric,
                 lead.kind,
                 lead.risk
+            ),
+        });
+    }
+    if !fleet_wide.is_empty() {
+        let (conf, top) = fleet_wide
+            .iter()
+            .map(|m| {
+                (
+                    m.peers.map_or(0.0, |p| p.share()) * m.risk.clamp(0.0, 1.0),
+                    *m,
+                )
+            })
+            .fold(
+                (0.0f64, fleet_wide[0]),
+                |acc, x| if x.0 > acc.0 { x } else { acc },
+            );
+        let p = top.peers.unwrap_or(Peers {
+            moving: 0,
+            total: 0,
+        });
+        hyps.push(Hypothesis {
+            cause: "fleet-wide load".into(),
+            confidence: conf,
+            evidence: format!(
+                "{} moved on {} of {} peers at the same time{}: load on the fleet, not a fault of this host",
+                top.metric,
+                p.moving,
+                p.total,
+                match fleet_wide.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more metric{})", n - 1, if n == 2 { "" } else { "s" }),
+                }
             ),
         });
     }
@@ -714,8 +910,14 @@ fn build(
             "no_data" => "stopped reporting after",
             _ => "anomaly at",
         };
+        let shared = match peers_of(&a.metric) {
+            Some(p) if p.share() >= FLEET_WIDE => {
+                format!(" (and on {} of {} peers)", p.moving, p.total)
+            }
+            _ => String::new(),
+        };
         lines.push(format!(
-            "- {} {what} {}",
+            "- {} {what} {}{shared}",
             metric_label(&a.metric),
             val(a.peak_value, &a.unit)
         ));
@@ -806,6 +1008,14 @@ fn build(
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
         "disk filling" => "Hypothesis: Error burst caused by a filling disk.".into(),
         "traffic surge" => "Hypothesis: Error burst caused by a traffic surge.".into(),
+        "fleet-wide load" => format!(
+            "Hypothesis: load on the fleet ({} moved on most of its peers too), not a fault of this host.",
+            fleet_wide
+                .iter()
+                .map(|m| m.metric.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         "telemetry stopped" => {
             "Hypothesis: telemetry stopped (the host, its agent or the feed may be down).".into()
         }
@@ -1150,6 +1360,163 @@ mod tests {
             1.0,
             risk,
         )
+    }
+
+    /// cpu spikes on four hosts at once; only web-1's memory spikes too, a minute later.
+    fn fleet_scenario() -> Vec<Signal> {
+        let mut s: Vec<Signal> = ["web-1", "web-2", "web-3", "web-4"]
+            .iter()
+            .enumerate()
+            .map(|(k, h)| anom(k as u32 + 1, h, "cpu", "spike", T, T + 2 * MIN, 97.0, 0.9))
+            .collect();
+        s.push(anom(
+            9,
+            "web-1",
+            "memory",
+            "spike",
+            T + MIN,
+            T + 3 * MIN,
+            91.0,
+            0.9,
+        ));
+        s
+    }
+
+    fn fleet(n: u32) -> Fleet {
+        [("cpu".to_string(), n), ("memory".to_string(), n)]
+            .into_iter()
+            .collect()
+    }
+
+    fn on_host<'a>(i: &'a [Incident], host: &str) -> &'a Incident {
+        i.iter()
+            .find(|x| x.host == host)
+            .expect("an incident on the host")
+    }
+
+    #[test]
+    fn a_deviation_every_peer_shows_is_load_and_the_hosts_own_leads() {
+        let p = CorrelateParams::default();
+        let i = correlate_fleet(&fleet_scenario(), &[], &fleet(4), &p, &mut || {});
+        let w1 = on_host(&i, "web-1");
+        assert_eq!(w1.ranking[0].metric, "memory", "{:?}", w1.ranking);
+        assert_eq!(
+            w1.ranking[0].peers,
+            Some(Peers {
+                moving: 0,
+                total: 3
+            })
+        );
+        assert_eq!(w1.ranking[1].metric, "cpu");
+        assert_eq!(
+            w1.ranking[1].peers,
+            Some(Peers {
+                moving: 3,
+                total: 3
+            })
+        );
+        assert_eq!(w1.ranking[1].score, 0.0);
+        assert!(
+            w1.narrative
+                .contains("- CPU spike to 97.00% (and on 3 of 3 peers)"),
+            "{}",
+            w1.narrative
+        );
+        assert!(
+            w1.narrative.contains("- Memory spike to 91.00%\n"),
+            "{}",
+            w1.narrative
+        );
+        // The correlated-anomalies hypothesis rests on memory alone now, still the top one.
+        assert_eq!(w1.hypotheses[0].cause, "correlated metric anomalies");
+        assert!(
+            w1.hypotheses[0].evidence.contains("led by memory"),
+            "{:?}",
+            w1.hypotheses
+        );
+        // web-2 has only the fleet-wide cpu spike: load, not its fault.
+        let w2 = on_host(&i, "web-2");
+        assert_eq!(
+            w2.hypotheses[0].cause, "fleet-wide load",
+            "{:?}",
+            w2.hypotheses
+        );
+        assert!(
+            w2.hypotheses[0]
+                .evidence
+                .starts_with("cpu moved on 3 of 3 peers"),
+            "{:?}",
+            w2.hypotheses
+        );
+        assert!(w2.narrative.ends_with("Hypothesis: load on the fleet (cpu moved on most of its peers too), not a fault of this host."), "{}", w2.narrative);
+    }
+
+    #[test]
+    fn without_a_fleet_peers_change_nothing() {
+        let p = CorrelateParams::default();
+        let with_none = correlate(&fleet_scenario(), &[], &p);
+        let w1 = on_host(&with_none, "web-1");
+        assert_eq!(
+            w1.ranking[0].metric, "cpu",
+            "the first to move leads: {:?}",
+            w1.ranking
+        );
+        assert!(w1.ranking.iter().all(|m| m.peers.is_none()));
+        assert!(!serde_json::to_string(&with_none).unwrap().contains("peers"));
+        // Too few peers (one other host) is no evidence either.
+        assert_eq!(
+            correlate_fleet(&fleet_scenario(), &[], &fleet(2), &p, &mut || {}),
+            with_none
+        );
+    }
+
+    #[test]
+    fn one_peer_in_many_costs_little_and_is_not_load() {
+        let p = CorrelateParams::default();
+        let mut s = fleet_scenario();
+        s.retain(|x| x.host == "web-1" || x.host == "web-2");
+        let i = correlate_fleet(&s, &[], &fleet(11), &p, &mut || {});
+        let w1 = on_host(&i, "web-1");
+        let cpu = w1.ranking.iter().find(|m| m.metric == "cpu").unwrap();
+        assert_eq!(
+            cpu.peers,
+            Some(Peers {
+                moving: 1,
+                total: 10
+            })
+        );
+        assert_eq!(cpu.score, 0.9 * 0.9);
+        assert_eq!(w1.ranking[0].metric, "cpu", "{:?}", w1.ranking);
+        assert!(w1.hypotheses.iter().all(|h| h.cause != "fleet-wide load"));
+        assert!(!w1.narrative.contains("peers"), "{}", w1.narrative);
+    }
+
+    #[test]
+    fn a_peer_counts_only_within_the_tolerance_of_the_members_anomaly() {
+        let p = CorrelateParams::default();
+        let mut s = fleet_scenario();
+        // web-3's and web-4's cpu spikes an hour later: not at the same time.
+        for x in s
+            .iter_mut()
+            .filter(|x| x.host == "web-3" || x.host == "web-4")
+        {
+            x.start += 60 * MIN;
+            x.end += 60 * MIN;
+        }
+        let i = correlate_fleet(&s, &[], &fleet(4), &p, &mut || {});
+        let cpu = on_host(&i, "web-1")
+            .ranking
+            .iter()
+            .find(|m| m.metric == "cpu")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            cpu.peers,
+            Some(Peers {
+                moving: 1,
+                total: 3
+            })
+        );
     }
 
     #[test]
