@@ -260,7 +260,7 @@ BEGIN
                         WHERE m.host = k.host AND m.metric_name = k.metric
                           -- (no bound near the lowest timestamp: the arithmetic would fail)
                           AND m."timestamp" >= CASE WHEN k.max_ts >= '1000-01-01 00:00+00'::timestamptz
-                                                    THEN k.max_ts - least(greatest(40 * k.cadence, interval '1 hour'),
+                                                    THEN k.max_ts - least(greatest(40 * least(k.cadence, interval '2 days'), interval '1 hour'),
                                                                           interval '2 days') END
                           AND m."timestamp" <= greatest(k.max_ts, k.prev_last)
                         ORDER BY m."timestamp" DESC LIMIT 33) t) l

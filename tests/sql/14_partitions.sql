@@ -91,6 +91,17 @@ INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
 VALUES ('db-1', 'cpu', 60, date_trunc('day', now()) + interval '5 hours');
 SELECT (coherence.run_detection()) ? 'error' AS job_failed;
 SELECT metric, last_at - date_trunc('day', now()) AS last_at_today, cadence, as_reference FROM pg_temp.state_as_reference();
+-- A series sampled millennia apart (hostile timestamps): the refresh of its state does not
+-- overflow on the next run.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+VALUES ('db-9', 'x', 1, '2025-01-01 00:00+00'), ('db-9', 'x', 2, '9400-01-01 00:00+00'),
+       ('db-9', 'x', 3, '16800-01-01 00:00+00');
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT cadence > interval '7000 years' AS cadence_of_millennia FROM coherence.series_state WHERE host = 'db-9';
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp") VALUES ('db-9', 'x', 4, '16801-01-01 00:00+00');
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT last_at FROM coherence.series_state WHERE host = 'db-9';
+DELETE FROM coherence.metrics WHERE host = 'db-9';
 
 -- Bad input: a clear error, nothing done.
 \set VERBOSITY default

@@ -26,14 +26,18 @@
 //! The ranking is `Incident::ranking`.
 //!
 //! **Peers.** Given how many hosts report each metric (the fleet), a member's peers are the
-//! other hosts reporting its metric; those with an anomaly of that metric overlapping the
-//! member's representative anomaly (± tolerance) moved with it. With at least [`MIN_PEERS`]
+//! other hosts reporting its metric; those with a short anomaly of that metric (or the onset
+//! of a long level shift) in the same direction, overlapping the member's representative
+//! anomaly (± tolerance), moved with it (leaks, long drifts and volatility changes are
+//! background, not "the same time"). With at least [`MIN_PEERS`]
 //! peers, the member's score is multiplied by `1 − moving / peers` (a deviation every host
 //! shows is load, not this host's fault; one peer in many by chance costs little) and the
 //! member carries `peers` as evidence. A member that at least [`FLEET_WIDE`] of its peers
 //! share is fleet-wide: its narrative line says so, and the hypothesis `fleet-wide load` has
-//! confidence `max(share · risk)` over those members. Without a fleet, nothing changes; a
-//! silence (`no_data`) has no peer evidence (many silent hosts are a feed outage, not load).
+//! confidence `max(share · risk)` over those members (at equal confidence a cause on the host
+//! itself ranks first). Without a fleet, nothing changes; a silence (`no_data`) has no peer
+//! evidence (many silent hosts are a feed outage, not load). Work: per member, the indexed
+//! anomalies of its metric near its time, stopping once every peer is counted.
 //!
 //! **Causal graph.** Nodes: the error burst (time of the first error), each member metric's
 //! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
@@ -314,12 +318,7 @@ pub fn correlate_fleet(
         tick();
         // Long anomalies are context. Not a silence: it lasts as long as the outage does, and
         // its incident must stay open (and grow) with it.
-        let is_long = |s: &Signal| {
-            s.kind == "anomaly"
-                && s.anomaly_kind != "no_data"
-                && (s.anomaly_kind == "leak"
-                    || s.end.saturating_sub(s.start) > tol.saturating_mul(12))
-        };
+        let is_long = |s: &Signal| is_long(s, tol);
         let mut short: Vec<&Signal> = mine.iter().copied().filter(|s| !is_long(s)).collect();
         let long: Vec<&Signal> = mine.iter().copied().filter(|s| is_long(s)).collect();
         // The onset of a long level shift was news when it happened: it
@@ -417,6 +416,29 @@ pub fn correlate_fleet(
     out
 }
 
+/// Whether an anomaly is long (context, not a member): a leak, or longer than 12 tolerances.
+/// Not a silence: it lasts as long as the outage does, and its incident must stay open (and
+/// grow) with it.
+fn is_long(s: &Signal, tol: i64) -> bool {
+    s.kind == "anomaly"
+        && s.anomaly_kind != "no_data"
+        && (s.anomaly_kind == "leak" || s.end.saturating_sub(s.start) > tol.saturating_mul(12))
+}
+
+/// The direction of an anomaly's deviation: 1 up, -1 down, 0 either (volatility, unknown).
+fn direction(s: &Signal) -> i8 {
+    match s.anomaly_kind.as_str() {
+        "spike" | "level_shift_up" | "drift_up" | "leak" => 1,
+        "drop" | "level_shift_down" | "drift_down" => -1,
+        "collective" => match s.baseline {
+            Some(b) if s.peak_value > b => 1,
+            Some(b) if s.peak_value < b => -1,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// Whether a group of linked signals is an incident: an error with an anomaly, `min_errors`
 /// errors, or, with no error, anomalies strong enough together ([`strong_together`]).
 fn forms_incident(g: &[&Signal], min_errors: u64) -> bool {
@@ -470,87 +492,117 @@ fn strong_together(anomalies: &[&Signal]) -> bool {
         || (reps.len() >= 2 && combined_risk(&reps) >= TOGETHER_RISK)
 }
 
-/// Anomalies of every host by metric, for peer evidence: per metric and host, the intervals
-/// `[start − tol, end + tol]` sorted by start with the running maximum of their ends, so
-/// whether a host had one overlapping a time range is a binary search.
+/// Short anomalies of every host by metric, for peer evidence: per metric, the spans
+/// `[start − tol, end + tol]` sorted by start, with the longest span's length, so the spans
+/// that can overlap a time range are one binary search away.
 struct PeerIndex<'a> {
     fleet: &'a Fleet,
-    /// metric → its hosts' anomaly spans.
-    by_metric: std::collections::BTreeMap<&'a str, Vec<HostSpans<'a>>>,
+    by_metric: std::collections::BTreeMap<&'a str, MetricSpans>,
+    /// Host names, indexed by the spans.
+    hosts: Vec<&'a str>,
+    /// Per host, the last query that counted it (distinct hosts without a set per query).
+    seen: std::cell::RefCell<(u32, Vec<u32>)>,
 }
 
-/// One host's anomaly spans of a metric: the host, the spans' starts (sorted) and the running
-/// maximum of their ends.
-type HostSpans<'a> = (&'a str, Vec<i64>, Vec<i64>);
+#[derive(Default)]
+struct MetricSpans {
+    /// (start − tol, end + tol, host index, direction), by start.
+    spans: Vec<(i64, i64, u32, i8)>,
+    longest: i64,
+}
 
 impl<'a> PeerIndex<'a> {
+    /// Indexes the anomalies a member could be compared with: short ones (members elsewhere)
+    /// and the onsets of long level shifts, as in grouping; not leaks, long drifts or
+    /// volatility changes (background for days), not silences.
     fn new(signals: &'a [Signal], fleet: &'a Fleet, tol: i64, tick: &mut dyn FnMut()) -> Self {
-        let mut by_metric: std::collections::BTreeMap<&'a str, Vec<HostSpans<'a>>> =
-            Default::default();
+        let mut index = PeerIndex {
+            fleet,
+            by_metric: Default::default(),
+            hosts: Vec::new(),
+            seen: Default::default(),
+        };
         if fleet.is_empty() {
-            return PeerIndex { fleet, by_metric };
+            return index;
         }
-        let mut spans: std::collections::BTreeMap<(&'a str, &'a str), Vec<(i64, i64)>> =
-            Default::default();
+        let mut host_ix: std::collections::HashMap<&'a str, u32> = Default::default();
         for (i, s) in signals.iter().enumerate() {
             if i % 4096 == 0 {
                 tick();
             }
-            if s.kind == "anomaly" && s.anomaly_kind != "no_data" && fleet.contains_key(&s.metric) {
-                spans
-                    .entry((s.metric.as_str(), s.host.as_str()))
-                    .or_default()
-                    .push((
-                        s.start.saturating_sub(tol),
-                        s.end.max(s.start).saturating_add(tol),
-                    ));
+            if s.kind != "anomaly" || s.anomaly_kind == "no_data" || !fleet.contains_key(&s.metric)
+            {
+                continue;
             }
+            let end = if !is_long(s, tol) {
+                s.end.max(s.start)
+            } else if has_onset(&s.anomaly_kind) {
+                s.start
+            } else {
+                continue;
+            };
+            let next = index.hosts.len() as u32;
+            let h = *host_ix.entry(s.host.as_str()).or_insert(next);
+            if h == next {
+                index.hosts.push(s.host.as_str());
+            }
+            let (from, to) = (s.start.saturating_sub(tol), end.saturating_add(tol));
+            let m = index.by_metric.entry(s.metric.as_str()).or_default();
+            m.spans.push((from, to, h, direction(s)));
+            m.longest = m.longest.max(to.saturating_sub(from));
         }
-        for ((metric, host), mut v) in spans {
+        for m in index.by_metric.values_mut() {
             tick();
-            v.sort_unstable();
-            let starts = v.iter().map(|x| x.0).collect();
-            let ends = v
-                .iter()
-                .scan(i64::MIN, |m, x| {
-                    *m = (*m).max(x.1);
-                    Some(*m)
-                })
-                .collect();
-            by_metric
-                .entry(metric)
-                .or_default()
-                .push((host, starts, ends));
+            m.spans.sort_unstable();
         }
-        PeerIndex { fleet, by_metric }
+        index.seen.borrow_mut().1 = vec![u32::MAX; index.hosts.len()];
+        index
     }
 
-    /// The peers of `host` for `metric` and how many had an anomaly of it overlapping
-    /// `[start, end]` (None with fewer than MIN_PEERS peers).
-    fn of(&self, host: &str, metric: &str, start: i64, end: i64) -> Option<Peers> {
-        let total = self.fleet.get(metric)?.saturating_sub(1);
+    /// The peers of `a`'s host for its metric and how many had an anomaly of it in the same
+    /// direction overlapping `a` (None with fewer than MIN_PEERS peers). Work: the indexed
+    /// anomalies of the metric near `a`'s time, stopping once every peer is counted.
+    fn of(&self, a: &Signal, tick: &mut dyn FnMut()) -> Option<Peers> {
+        let total = self.fleet.get(&a.metric)?.saturating_sub(1);
         if total < MIN_PEERS {
             return None;
         }
-        let moving = self.by_metric.get(metric).map_or(0, |hosts| {
-            hosts
-                .iter()
-                .filter(|(h, starts, ends)| {
-                    let k = starts.partition_point(|s| *s <= end.max(start));
-                    *h != host && k > 0 && ends[k - 1] >= start
-                })
-                .count() as u32
-        });
-        Some(Peers {
-            moving: moving.min(total),
-            total,
-        })
+        let (start, end, dir) = (a.start, a.end.max(a.start), direction(a));
+        let mut moving = 0u32;
+        if let Some(m) = self.by_metric.get(a.metric.as_str()) {
+            let mut seen = self.seen.borrow_mut();
+            let (stamp, last) = &mut *seen;
+            *stamp = stamp.wrapping_add(1);
+            // A span starting before start − longest ends before start.
+            let lo = m
+                .spans
+                .partition_point(|x| x.0 < start.saturating_sub(m.longest));
+            let hi = m.spans.partition_point(|x| x.0 <= end);
+            for (k, &(_, to, h, d)) in m.spans[lo..hi].iter().enumerate() {
+                if k % 4096 == 4095 {
+                    tick();
+                }
+                if to < start
+                    || self.hosts[h as usize] == a.host
+                    || (dir != 0 && d != 0 && d != dir)
+                    || last[h as usize] == *stamp
+                {
+                    continue;
+                }
+                last[h as usize] = *stamp;
+                moving += 1;
+                if moving >= total {
+                    break;
+                }
+            }
+        }
+        Some(Peers { moving, total })
     }
 }
 
 /// Members ranked by onset-weighted risk, discounted by the share of peers that moved too
 /// (see the module docs).
-fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64) -> Vec<Member> {
+fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64, tick: &mut dyn FnMut()) -> Vec<Member> {
     let onset = reps.iter().map(|a| a.start).min().unwrap_or(0);
     let mut out: Vec<Member> = reps
         .iter()
@@ -558,7 +610,7 @@ fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64) -> Vec<Member> {
             let lag = a.start.saturating_sub(onset).max(0) as f64;
             // (A silence is the feed's business, whoever else is silent: no peer evidence.)
             let pe = (a.anomaly_kind != "no_data")
-                .then(|| peers.of(&a.host, &a.metric, a.start, a.end.max(a.start)))
+                .then(|| peers.of(a, tick))
                 .flatten();
             let score = a.risk.clamp(0.0, 1.0) * tol as f64 / (tol as f64 + lag)
                 * (1.0 - pe.map_or(0.0, |p| p.share()));
@@ -649,13 +701,15 @@ fn build(
 ) -> Incident {
     let n_err = errors.len() as u64;
     let reps = representatives(anomalies);
-    let ranking = rank(&reps, peers, tol);
-    let peers_of = |metric: &str| {
-        ranking
-            .iter()
-            .find(|m| m.metric == metric)
-            .and_then(|m| m.peers)
-    };
+    let ranking = rank(&reps, peers, tol, tick);
+    let peer_map: std::collections::HashMap<&str, (&str, Peers)> = ranking
+        .iter()
+        .filter_map(|m| {
+            m.peers
+                .map(|p| (m.metric.as_str(), (m.anomaly.as_str(), p)))
+        })
+        .collect();
+    let peers_of = |metric: &str| peer_map.get(metric).map(|x| x.1);
     // Members most of whose peers moved too: load on the fleet.
     let fleet_wide: Vec<&Member> = ranking
         .iter()
@@ -859,9 +913,12 @@ fn build(
     for h in &mut hyps {
         h.confidence = (h.confidence.clamp(0.0, 1.0) * 1e4).round() / 1e4;
     }
+    // Ties: fleet-wide load last (a cause on the host itself explains as much, and is the
+    // news), then by name.
     hyps.sort_by(|a, b| {
         b.confidence
             .total_cmp(&a.confidence)
+            .then((a.cause == "fleet-wide load").cmp(&(b.cause == "fleet-wide load")))
             .then(a.cause.cmp(&b.cause))
     });
 
@@ -910,8 +967,10 @@ fn build(
             "no_data" => "stopped reporting after",
             _ => "anomaly at",
         };
-        let shared = match peers_of(&a.metric) {
-            Some(p) if p.share() >= FLEET_WIDE => {
+        // (On the line of the member's representative anomaly only: the peers were judged
+        // at its time.)
+        let shared = match peer_map.get(a.metric.as_str()) {
+            Some((id, p)) if *id == a.id && p.share() >= FLEET_WIDE => {
                 format!(" (and on {} of {} peers)", p.moving, p.total)
             }
             _ => String::new(),
@@ -1517,6 +1576,119 @@ mod tests {
                 total: 3
             })
         );
+    }
+
+    #[test]
+    fn peers_count_short_anomalies_in_the_same_direction_only() {
+        let p = CorrelateParams::default();
+        let mut s = fleet_scenario();
+        // web-2's cpu drops instead, web-3's cpu drifts up for two days (background): neither
+        // moved with web-1's spike; web-4's did.
+        for x in s.iter_mut() {
+            match x.host.as_str() {
+                "web-2" => x.anomaly_kind = "drop".into(),
+                "web-3" => {
+                    x.anomaly_kind = "drift_up".into();
+                    x.start -= 24 * 60 * MIN;
+                    x.end += 24 * 60 * MIN;
+                }
+                _ => {}
+            }
+        }
+        let i = correlate_fleet(&s, &[], &fleet(4), &p, &mut || {});
+        let cpu = on_host(&i, "web-1")
+            .ranking
+            .iter()
+            .find(|m| m.metric == "cpu")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            cpu.peers,
+            Some(Peers {
+                moving: 1,
+                total: 3
+            })
+        );
+    }
+
+    #[test]
+    fn the_peer_note_is_on_the_line_of_the_anomaly_the_peers_were_judged_at() {
+        let p = CorrelateParams::default();
+        let mut s = fleet_scenario();
+        // web-1's own cpu drop 4 minutes later, weaker: a line of its own, without the note.
+        s.push(anom(
+            20,
+            "web-1",
+            "cpu",
+            "drop",
+            T + 4 * MIN,
+            T + 5 * MIN,
+            3.0,
+            0.85,
+        ));
+        let i = correlate_fleet(&s, &[], &fleet(4), &p, &mut || {});
+        let w1 = on_host(&i, "web-1");
+        assert!(
+            w1.narrative
+                .contains("- CPU spike to 97.00% (and on 3 of 3 peers)\n"),
+            "{}",
+            w1.narrative
+        );
+        assert!(
+            w1.narrative.contains("- CPU drop to 3.00%\n"),
+            "{}",
+            w1.narrative
+        );
+    }
+
+    #[test]
+    fn an_error_burst_on_the_host_outranks_fleet_wide_load_at_equal_confidence() {
+        let p = CorrelateParams::default();
+        let mut s = fleet_scenario();
+        s.retain(|x| x.metric == "cpu");
+        s.extend((0..5).map(|k| err(100 + k, "web-2", T + MIN + k as i64 * 1_000_000)));
+        let i = correlate_fleet(&s, &[], &fleet(4), &p, &mut || {});
+        let w2 = on_host(&i, "web-2");
+        assert_eq!(
+            w2.hypotheses[0].cause, "resource exhaustion",
+            "{:?}",
+            w2.hypotheses
+        );
+        assert_eq!(
+            w2.hypotheses[1].cause, "fleet-wide load",
+            "{:?}",
+            w2.hypotheses
+        );
+        assert_eq!(w2.hypotheses[0].confidence, w2.hypotheses[1].confidence);
+    }
+
+    #[test]
+    fn a_spike_on_two_thousand_hosts_is_load_on_each() {
+        let p = CorrelateParams::default();
+        let n = 2_000u32;
+        let s: Vec<Signal> = (0..n)
+            .map(|k| {
+                anom(
+                    k,
+                    &format!("h{k}"),
+                    "cpu",
+                    "spike",
+                    T + (k % 7) as i64 * 1_000_000,
+                    T + 2 * MIN,
+                    97.0,
+                    0.9,
+                )
+            })
+            .collect();
+        let f: Fleet = [("cpu".to_string(), n)].into_iter().collect();
+        let i = correlate_fleet(&s, &[], &f, &p, &mut || {});
+        assert_eq!(i.len(), n as usize);
+        assert!(i.iter().all(|x| x.ranking[0].peers
+            == Some(Peers {
+                moving: n - 1,
+                total: n - 1
+            })
+            && x.hypotheses[0].cause == "fleet-wide load"));
     }
 
     #[test]

@@ -442,6 +442,43 @@ pub(crate) fn prepare(
     })
 }
 
+/// The level detector's two passes: pass 1 measures how much the scores wander (τ) and their
+/// tail; pass 2 scores again with the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores
+/// were white, so a level shift restarts the baseline there too and its points do not pass for
+/// the series' normal tail.) Scores that do not wander (τ = 1, ρ ≤ 0: white noise) would make
+/// pass 2 pass 1 again, so pass 1 stands (`second` is None).
+struct LevelPasses {
+    first: level::Scores,
+    second: Option<level::Scores>,
+    /// The level shifts of the final pass.
+    shifts: Vec<AnomalyEvent>,
+}
+
+fn level_passes(
+    ts: &[i64],
+    xd: &[f64],
+    period_us: Option<i64>,
+    p: &EventParams,
+    per_day: f64,
+    tick: &mut dyn FnMut(),
+) -> LevelPasses {
+    let (first, first_shifts) = level::scan(ts, xd, period_us, p, Some(1.0), per_day, tick);
+    let tau = level::tau_of(&first.z);
+    if tau == 1.0 {
+        return LevelPasses {
+            first,
+            second: None,
+            shifts: first_shifts,
+        };
+    }
+    let (second, shifts) = level::scan(ts, xd, period_us, p, Some(tau), per_day, tick);
+    LevelPasses {
+        first,
+        second: Some(second),
+        shifts,
+    }
+}
+
 /// Runs every detector on one series of (Unix µs, value) points (any order; non-finite values
 /// are skipped) and returns the reportable events, oldest first.
 pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
@@ -467,21 +504,13 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     } = prep;
     let step = season::median_step(&ts);
     let along = |t: i64| slope_us * (t as f64 - ts[0] as f64);
-    // Pass 1 measures how much the scores wander (τ) and their tail; pass 2 scores again with
-    // the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores were white, so a level
-    // shift restarts the baseline there too and its points do not pass for the series' normal
-    // tail.)
-    // Scores that do not wander (τ = 1, ρ ≤ 0: white noise) make pass 2 pass 1 again, so
-    // pass 1's result stands.
+    // The level detector's two passes (level_passes); the tail is pass 1's.
     tick();
-    let (first, first_shifts) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
-    let tau = level::tau_of(&first.z);
-    let (second, shifts) = if tau == 1.0 {
-        (None, first_shifts)
-    } else {
-        let (s, shifts) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
-        (Some(s), shifts)
-    };
+    let LevelPasses {
+        first,
+        second,
+        shifts,
+    } = level_passes(&ts, &xd, period_us, p, per_day, tick);
     let scores = second.as_ref().unwrap_or(&first);
     tick();
     let tail = risk::Tail::fit(&first.z);
@@ -557,9 +586,8 @@ pub fn band_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut())
         slope_us,
         ..
     } = prep;
-    let (first, _) = level::scan(&ts, &xd, period_us, p, Some(1.0), per_day, tick);
-    let tau = level::tau_of(&first.z);
-    let (scores, _) = level::scan(&ts, &xd, period_us, p, Some(tau), per_day, tick);
+    let passes = level_passes(&ts, &xd, period_us, p, per_day, tick);
+    let scores = passes.second.as_ref().unwrap_or(&passes.first);
     let t0 = ts[0];
     (0..ts.len())
         .map(|i| {
