@@ -70,7 +70,7 @@ COMMENT ON COLUMN coherence.incidents.host IS 'Host.';
 COMMENT ON COLUMN coherence.incidents.status IS 'open; resolved (no new signal for close_after of data time); merged (joined another incident, see merged_into).';
 COMMENT ON COLUMN coherence.incidents.opened_at IS 'Earliest member signal.';
 COMMENT ON COLUMN coherence.incidents.first_error_at IS 'First error event (the narrative''s "At ..."); NULL for an incident of anomalies alone.';
-COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence, peers: {moving, total} when the metric has peers}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
+COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence, peers: {moving, total} when the metric has peers, lead: {before, after} with lead evidence}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incidents.last_signal_at IS 'Latest member signal.';
 COMMENT ON COLUMN coherence.incidents.muted_by IS 'The maintenance window (coherence.maintenance_windows.id) that mutes it (its signals all fall inside the window; no alert is sent), else NULL. Kept current for open incidents by run_detection; a resolved incident keeps it even if the window is deleted later (no late page for past work).';
 COMMENT ON COLUMN coherence.incidents.resolved_at IS 'When run_detection resolved it.';
@@ -101,7 +101,7 @@ COMMENT ON COLUMN coherence.incident_edges.incident_id IS 'Incident.';
 COMMENT ON COLUMN coherence.incident_edges.cause IS 'Earlier signal: anomaly:<id> or errors:<host>:<first error µs>.';
 COMMENT ON COLUMN coherence.incident_edges.effect IS 'Later signal.';
 COMMENT ON COLUMN coherence.incident_edges.lag IS 'Time from cause to effect.';
-COMMENT ON COLUMN coherence.incident_edges.strength IS 'risk(cause) · tolerance / (tolerance + lag); 0.5 · risk for context anomalies.';
+COMMENT ON COLUMN coherence.incident_edges.strength IS 'risk(cause) · tolerance / (tolerance + lag), between two member metrics times their lead evidence (1 ± 0.5, at most 1 in all); 0.5 · risk for context anomalies.';
 
 CREATE TABLE coherence.detection_runs (
     id                 bigserial PRIMARY KEY,
@@ -598,7 +598,7 @@ $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
     'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
 COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) IS
-    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Lead evidence (how often a member''s anomalies began shortly before or after the other members'' earlier in the signals) weighs the ranking and the graph''s edges. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
 
 -- Views for BI tools.
 CREATE VIEW coherence.active_incidents AS

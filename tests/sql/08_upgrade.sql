@@ -240,6 +240,40 @@ SELECT value, tableoid::regclass::text IN ('coherence.metrics_upgraded',
 SELECT aggfnoid::regprocedure AS aggregate, aggtransspace, aggcombinefn <> 0 AS parallel
   FROM pg_aggregate WHERE aggfnoid::regproc::text LIKE 'coherence.%' ORDER BY aggfnoid::regprocedure::text;
 
+-- Path 5: 0.6.0 with data (two hosts, a spike on both metrics of one, the job's incident),
+-- updated to the current version: every row kept, the same extension as a fresh install, the
+-- job goes on, and the columns say what lead evidence is.
+DROP VIEW public.user_spikes;
+DROP EXTENSION coherence CASCADE;
+CREATE EXTENSION coherence VERSION '0.6.0';
+SELECT count(*) > 0 AS partitions_made FROM coherence.create_partitions(since => '2025-12-11');
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT h, m, CASE WHEN h = 'api-1' AND i BETWEEN 1300 AND 1302 THEN 95.0 ELSE 30.0 + ((i * 7919) % 11 - 5) END,
+       '2025-12-11 08:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['api-1', 'api-2']) h, unnest(ARRAY['cpu', 'memory']) m, generate_series(0, 1439) i;
+SELECT (coherence.run_detection())->'incidents_opened' AS opened_by_0_6_0;
+CREATE TEMP TABLE before5 AS :rows_md5;
+CREATE TEMP TABLE before5_ranking AS SELECT id, ranking, graph FROM coherence.incidents;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after5 AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
+       b.anomalies = a.anomalies AS anomalies_same, b.incidents = a.incidents AS incidents_same, b.runs = a.runs AS runs_same
+  FROM pg_extension, before5 b, after5 a WHERE extname = 'coherence';
+SELECT count(*) AS incidents, bool_and(b.ranking = i.ranking AND b.graph = i.graph) AS rankings_kept
+  FROM before5_ranking b JOIN coherence.incidents i USING (id);
+:fingerprint \gset upgraded5_
+SELECT :'upgraded5_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded5_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded5_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded5_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded5_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded5_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+SELECT a.attrelid::regclass AS "table", a.attname AS "column", col_description(a.attrelid, a.attnum) LIKE '%lead%' AS says_lead
+  FROM pg_attribute a
+ WHERE (a.attrelid, a.attname) IN (('coherence.incidents'::regclass, 'ranking'), ('coherence.incident_edges'::regclass, 'strength'))
+ ORDER BY 1, 2;
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+
 \c coherence_regress
 SET client_min_messages = warning;
 DROP DATABASE coherence_upgrade_test;

@@ -25,6 +25,22 @@
 //! the metric that moved first and strongest leads; ties go to the larger |detector score|.
 //! The ranking is `Incident::ranking`.
 //!
+//! **Lead evidence** (lagged correlation of onsets). Does A's deviation lead B's? Among the
+//! first [`MAX_LEAD_MEMBERS`] members by that score, each member's latest [`LEAD_HISTORY`]
+//! anomaly onsets on the host *before the incident began* (short anomalies and long shifts'
+//! onsets, as in grouping) are paired with the others': `before` counts its onsets followed by
+//! another member's within `(0, tolerance]`, `after` the others' onsets followed by its own
+//! (the cross-correlogram of the two onset sequences at positive and negative lags;
+//! simultaneous onsets count for neither). With at least [`MIN_LEAD_PAIRS`] such pairs the
+//! member carries `lead {before, after}` and its score is multiplied by
+//! `1 + LEAD_WEIGHT · (before − after) / (before + after)` (×1.5 for a metric that always moved
+//! first, ×0.5 for one that always followed). The incident's own order is the onset lag's
+//! business, so a first incident has no lead evidence; the history is what the caller passed
+//! (`run_detection`: its range). Work: at most `MAX_LEAD_MEMBERS² · 2 · LEAD_HISTORY` steps an
+//! incident. The narrative's hypothesis line says "it moved first" only of a member no other
+//! preceded ("the strongest early mover" otherwise), and adds the lead evidence when the
+//! member usually moved first.
+//!
 //! **Peers.** Given how many hosts report each metric (the fleet), a member's peers are the
 //! other hosts reporting its metric; those with a short anomaly of that metric (or the onset
 //! of a long level shift) in the same direction, overlapping the member's representative
@@ -42,8 +58,10 @@
 //! **Causal graph.** Nodes: the error burst (time of the first error), each member metric's
 //! representative anomaly (its start) and the context anomalies. An edge `A → B` ("A precedes
 //! B") for `A` earlier, with `lag = t(B) − t(A)` and `strength = risk(A) · tolerance /
-//! (tolerance + lag)` for short signals (close in time is stronger); a context anomaly's edges
-//! have `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
+//! (tolerance + lag)` for short signals (close in time is stronger), multiplied between two
+//! members by their pair's lead evidence, `1 + LEAD_WEIGHT · (n(A→B) − n(B→A)) / (n(A→B) +
+//! n(B→A))` with at least [`MIN_LEAD_PAIRS`] onset pairs (the history agrees with the order or
+//! contradicts it; at most 1); a context anomaly's edges have `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
 //! nearest earlier nodes and the [`MAX_CONTEXT_NODES`] strongest context anomalies; it keeps
 //! its [`MAX_CAUSES`] strongest causes and an incident at most [`MAX_EDGES`] edges, so memory
 //! and time are linear in the number of signals however large an incident grows.
@@ -164,6 +182,33 @@ pub struct Member {
     /// absent without a fleet or with fewer than [`MIN_PEERS`] peers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Peers>,
+    /// Lead evidence: how often this metric's anomalies began shortly before or after the
+    /// other members' (see the module docs); absent with fewer than [`MIN_LEAD_PAIRS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead: Option<Lead>,
+}
+
+/// Lead evidence of a member: the lagged co-occurrence of its anomaly onsets with the other
+/// members' on the host (see the module docs).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Lead {
+    /// Onsets of this metric followed within the tolerance by an onset of another member.
+    pub before: u32,
+    /// Onsets of another member followed within the tolerance by one of this metric.
+    pub after: u32,
+}
+
+impl Lead {
+    /// `(before − after) / (before + after)`, in [−1, 1]: 1 when this metric always moves
+    /// first, −1 when it always follows.
+    pub fn share(&self) -> f64 {
+        let n = self.before as f64 + self.after as f64;
+        if n == 0.0 {
+            0.0
+        } else {
+            (self.before as f64 - self.after as f64) / n
+        }
+    }
 }
 
 /// Peer evidence of a member (see the module docs).
@@ -193,6 +238,15 @@ pub type Fleet = std::collections::BTreeMap<String, u32>;
 pub const MIN_PEERS: u32 = 2;
 /// Share of its peers that makes a member's deviation fleet-wide.
 pub const FLEET_WIDE: f64 = 0.5;
+
+/// Weight of lead evidence in a member's score: `× (1 + LEAD_WEIGHT · lead share)`.
+pub const LEAD_WEIGHT: f64 = 0.5;
+/// Onset pairs (either order) a member needs before its lead evidence counts.
+pub const MIN_LEAD_PAIRS: u32 = 3;
+/// Onsets of a metric that lead evidence looks at: the latest, up to the incident's end.
+pub const LEAD_HISTORY: usize = 256;
+/// Members whose lead evidence is measured (the first by score before it), among themselves.
+pub const MAX_LEAD_MEMBERS: usize = 16;
 
 /// Risk one anomaly needs to open an incident alone (no error, no other metric).
 pub const ALONE_RISK: f64 = 0.8;
@@ -335,6 +389,7 @@ pub fn correlate_fleet(
             .collect();
         short.extend(onsets.iter());
         short.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
+        let starts = Onsets::new(&short);
         // Single-linkage grouping on [start, end] with the tolerance.
         let mut groups: Vec<Vec<&Signal>> = Vec::new();
         let mut group_end = i64::MIN;
@@ -408,8 +463,8 @@ pub fn correlate_fleet(
                 ))
             });
             out.push(build(
-                host, &errors, &anomalies, &context, samples, &peers, first, first_err, last, tol,
-                tick,
+                host, &errors, &anomalies, &context, samples, &peers, &starts, first, first_err,
+                last, tol, tick,
             ));
         }
     }
@@ -600,11 +655,85 @@ impl<'a> PeerIndex<'a> {
     }
 }
 
-/// Members ranked by onset-weighted risk, discounted by the share of peers that moved too
-/// (see the module docs).
-fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64, tick: &mut dyn FnMut()) -> Vec<Member> {
+/// A host's anomaly onsets by metric (short anomalies and long shifts' onsets, as in
+/// grouping), sorted, for lead evidence.
+struct Onsets<'a> {
+    by_metric: std::collections::BTreeMap<&'a str, Vec<i64>>,
+}
+
+impl<'a> Onsets<'a> {
+    fn new(short: &[&'a Signal]) -> Self {
+        let mut by_metric: std::collections::BTreeMap<&'a str, Vec<i64>> = Default::default();
+        for s in short
+            .iter()
+            .filter(|s| s.kind == "anomaly" && !s.metric.is_empty())
+        {
+            by_metric
+                .entry(s.metric.as_str())
+                .or_default()
+                .push(s.start);
+        }
+        for v in by_metric.values_mut() {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Onsets { by_metric }
+    }
+
+    /// The latest [`LEAD_HISTORY`] onsets of `metric` before `until`.
+    fn before(&self, metric: &str, until: i64) -> &[i64] {
+        let v = self.by_metric.get(metric).map_or(&[][..], |v| v.as_slice());
+        let end = v.partition_point(|t| *t < until);
+        &v[end.saturating_sub(LEAD_HISTORY)..end]
+    }
+}
+
+/// How many of the onsets `a` have an onset of `b` within `(0, tol]` after them (both sorted):
+/// the lagged co-occurrence of `a` before `b` (simultaneous onsets count for neither).
+fn followed(a: &[i64], b: &[i64], tol: i64) -> u32 {
+    let (mut j, mut n) = (0, 0);
+    for &t in a {
+        while j < b.len() && b[j] <= t {
+            j += 1;
+        }
+        if j < b.len() && b[j] <= t.saturating_add(tol) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Whether the top-ranked member's anomaly began first (no member earlier).
+fn moved_first(ranking: &[Member]) -> bool {
+    ranking
+        .first()
+        .is_some_and(|top| ranking.iter().all(|m| m.start >= top.start))
+}
+
+/// "earlier, its anomalies began shortly before the others' 7 of 9 times", when a member's
+/// lead evidence says it usually moves first.
+fn lead_note(m: &Member) -> Option<String> {
+    m.lead.filter(|l| l.before > l.after).map(|l| {
+        format!(
+            "earlier, its anomalies began shortly before the others' {} of {} times",
+            l.before,
+            l.before.saturating_add(l.after)
+        )
+    })
+}
+
+/// Members ranked by onset-weighted risk, discounted by the share of peers that moved too and
+/// weighed by lead evidence (see the module docs).
+fn rank(
+    reps: &[&Signal],
+    peers: &PeerIndex,
+    starts: &Onsets,
+    opened_at: i64,
+    tol: i64,
+    tick: &mut dyn FnMut(),
+) -> (Vec<Member>, LeadPairs) {
     let onset = reps.iter().map(|a| a.start).min().unwrap_or(0);
-    let mut out: Vec<Member> = reps
+    let mut out: Vec<(f64, Member)> = reps
         .iter()
         .map(|a| {
             let lag = a.start.saturating_sub(onset).max(0) as f64;
@@ -614,7 +743,7 @@ fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64, tick: &mut dyn FnMut()) -
                 .flatten();
             let score = a.risk.clamp(0.0, 1.0) * tol as f64 / (tol as f64 + lag)
                 * (1.0 - pe.map_or(0.0, |p| p.share()));
-            Member {
+            let member = Member {
                 metric: a.metric.clone(),
                 anomaly: a.id.clone(),
                 kind: a.anomaly_kind.clone(),
@@ -623,21 +752,91 @@ fn rank(reps: &[&Signal], peers: &PeerIndex, tol: i64, tick: &mut dyn FnMut()) -
                 score: (score * 1e4).round() / 1e4,
                 evidence: a.score.map_or(0.0, f64::abs),
                 peers: pe,
-            }
+                lead: None,
+            };
+            (score, member)
         })
         .collect();
-    out.sort_by(|a, b| {
+    let order = |a: &(f64, Member), b: &(f64, Member)| {
+        let (a, b) = (&a.1, &b.1);
         b.score
             .total_cmp(&a.score)
             .then(a.start.cmp(&b.start))
             .then(b.evidence.total_cmp(&a.evidence))
             .then(a.metric.cmp(&b.metric))
-    });
-    out
+    };
+    out.sort_by(order);
+    // Lead evidence among the first MAX_LEAD_MEMBERS: onsets of each shortly before and after
+    // the others' in the host's history (their latest LEAD_HISTORY onsets before the incident
+    // began; the incident's own order is the onset lag's business).
+    let k = out.len().min(MAX_LEAD_MEMBERS);
+    let mut pairs = LeadPairs {
+        metrics: out[..k].iter().map(|m| m.1.metric.clone()).collect(),
+        followed: vec![0; k * k],
+    };
+    if k >= 2 {
+        let recent: Vec<&[i64]> = out[..k]
+            .iter()
+            .map(|m| starts.before(&m.1.metric, opened_at))
+            .collect();
+        for i in 0..k {
+            tick();
+            for j in (0..k).filter(|j| *j != i) {
+                pairs.followed[i * k + j] = followed(recent[i], recent[j], tol);
+            }
+        }
+        for (i, (raw, m)) in out.iter_mut().enumerate().take(k) {
+            let (mut before, mut after) = (0u32, 0u32);
+            for j in (0..k).filter(|j| *j != i) {
+                before = before.saturating_add(pairs.followed[i * k + j]);
+                after = after.saturating_add(pairs.followed[j * k + i]);
+            }
+            if before.saturating_add(after) >= MIN_LEAD_PAIRS {
+                let lead = Lead { before, after };
+                *raw *= 1.0 + LEAD_WEIGHT * lead.share();
+                m.score = (*raw * 1e4).round() / 1e4;
+                m.lead = Some(lead);
+            }
+        }
+        out.sort_by(order);
+    }
+    (out.into_iter().map(|(_, m)| m).collect(), pairs)
 }
 
-/// Causal graph over `(id, time, risk, is_context)` nodes, bounded (see the module docs).
-fn graph(mut nodes: Vec<(String, i64, f64, bool)>, tol: i64, tick: &mut dyn FnMut()) -> Vec<Edge> {
+/// Lagged onset counts between the members whose lead was measured: `followed[i · k + j]` is
+/// how many of member i's onsets were followed within the tolerance by one of member j's.
+struct LeadPairs {
+    metrics: Vec<String>,
+    followed: Vec<u32>,
+}
+
+impl LeadPairs {
+    fn index(&self, metric: &str) -> Option<usize> {
+        self.metrics.iter().position(|m| m == metric)
+    }
+    /// The causal-graph weight of an edge from member `a` to member `b` (indexes):
+    /// `1 + LEAD_WEIGHT · (n(a→b) − n(b→a)) / (n(a→b) + n(b→a))` with at least
+    /// [`MIN_LEAD_PAIRS`] onset pairs between the two, else 1.
+    fn weight(&self, a: usize, b: usize) -> f64 {
+        let k = self.metrics.len();
+        let (ab, ba) = (self.followed[a * k + b], self.followed[b * k + a]);
+        let n = ab.saturating_add(ba);
+        if n < MIN_LEAD_PAIRS {
+            1.0
+        } else {
+            1.0 + LEAD_WEIGHT * (ab as f64 - ba as f64) / n as f64
+        }
+    }
+}
+
+/// Causal graph over `(id, time, risk, is_context, lead index)` nodes, bounded (see the module
+/// docs); an edge between two members with lead evidence is weighed by it.
+fn graph(
+    mut nodes: Vec<(String, i64, f64, bool, Option<usize>)>,
+    pairs: &LeadPairs,
+    tol: i64,
+    tick: &mut dyn FnMut(),
+) -> Vec<Edge> {
     nodes.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     let mut kept: Vec<(f64, usize, usize)> = Vec::new();
     for (j, b) in nodes.iter().enumerate() {
@@ -660,7 +859,11 @@ fn graph(mut nodes: Vec<(String, i64, f64, bool)>, tol: i64, tick: &mut dyn FnMu
             let strength = if a.3 {
                 0.5 * a.2
             } else {
-                a.2 * tol as f64 / (tol as f64 + lag)
+                let lead = match (a.4, b.4) {
+                    (Some(x), Some(y)) => pairs.weight(x, y),
+                    _ => 1.0,
+                };
+                (a.2 * tol as f64 / (tol as f64 + lag) * lead).min(1.0)
             };
             if causes.len() < MAX_CAUSES || strength > causes[causes.len() - 1].0 {
                 causes.push((strength, i));
@@ -693,6 +896,7 @@ fn build(
     context: &[&Signal],
     samples: &[Sample],
     peers: &PeerIndex,
+    starts: &Onsets,
     opened_at: i64,
     first_err: Option<i64>,
     last: i64,
@@ -701,7 +905,7 @@ fn build(
 ) -> Incident {
     let n_err = errors.len() as u64;
     let reps = representatives(anomalies);
-    let ranking = rank(&reps, peers, tol, tick);
+    let (ranking, pairs) = rank(&reps, peers, starts, opened_at, tol, tick);
     let peer_map: std::collections::HashMap<&str, (&str, Peers)> = ranking
         .iter()
         .filter_map(|m| {
@@ -715,21 +919,21 @@ fn build(
         .iter()
         .filter(|m| m.peers.is_some_and(|p| p.share() >= FLEET_WIDE))
         .collect();
-    // Causal graph nodes: (id, time, risk, is_context).
-    let mut nodes: Vec<(String, i64, f64, bool)> = Vec::new();
+    // Causal graph nodes: (id, time, risk, is_context, index in the lead pairs).
+    let mut nodes: Vec<(String, i64, f64, bool, Option<usize>)> = Vec::new();
     let burst_id = first_err.map(|t| format!("errors:{host}:{t}"));
     if let (Some(id), Some(t)) = (&burst_id, first_err) {
-        nodes.push((id.clone(), t, (n_err as f64 / 10.0).min(1.0), false));
+        nodes.push((id.clone(), t, (n_err as f64 / 10.0).min(1.0), false, None));
     }
     for a in &reps {
-        nodes.push((a.id.clone(), a.start, a.risk, false));
+        nodes.push((a.id.clone(), a.start, a.risk, false, pairs.index(&a.metric)));
     }
     let mut strongest_context: Vec<&&Signal> = context.iter().collect();
     strongest_context.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.id.cmp(&b.id)));
     for c in strongest_context.into_iter().take(MAX_CONTEXT_NODES) {
-        nodes.push((c.id.clone(), c.start, c.risk, true));
+        nodes.push((c.id.clone(), c.start, c.risk, true, None));
     }
-    let edges = graph(nodes, tol, tick);
+    let edges = graph(nodes, &pairs, tol, tick);
     // Precedence is judged against the first error; without errors, against the end of the
     // group (every member may be a cause).
     let first_err_or_last = first_err.unwrap_or(last);
@@ -857,12 +1061,14 @@ fn build(
             cause: cause.into(),
             confidence: combined_risk(&own),
             evidence: format!(
-                "{} metric{} moved together, led by {} ({} first, risk {:.2})",
+                "{} metric{} moved together, led by {} ({}{}, risk {:.2}{})",
                 ranking.len(),
                 if ranking.len() == 1 { "" } else { "s" },
                 lead.metric,
                 lead.kind,
-                lead.risk
+                if moved_first(&ranking) { " first" } else { "" },
+                lead.risk,
+                lead_note(lead).map_or(String::new(), |n| format!("; {n}"))
             ),
         });
     }
@@ -1055,13 +1261,22 @@ fn build(
     let top = &hyps[0];
     lines.push(match top.cause.as_str() {
         "correlated metric anomalies" | "metric anomaly" => format!(
-            "Hypothesis: {} led by {} (it moved first).",
+            "Hypothesis: {} led by {} ({}{}).",
             if ranking.len() >= 2 {
                 "correlated anomalies on several metrics,"
             } else {
                 "an anomaly of one metric,"
             },
-            ranking.first().map_or("?", |m| m.metric.as_str())
+            ranking.first().map_or("?", |m| m.metric.as_str()),
+            if moved_first(&ranking) {
+                "it moved first"
+            } else {
+                "the strongest early mover"
+            },
+            ranking
+                .first()
+                .and_then(lead_note)
+                .map_or(String::new(), |n| format!("; {n}"))
         ),
         "resource exhaustion" => "Hypothesis: Error burst caused by resource exhaustion.".into(),
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
@@ -1922,6 +2137,180 @@ mod tests {
             i.narrative
         );
         assert!(i.narrative.contains("score 42.0"), "{}", i.narrative);
+    }
+
+    #[test]
+    fn lagged_onsets_count_only_within_the_tolerance_after_and_never_simultaneous() {
+        let a = [0, 10, 20, 30];
+        // 10 → 12 (within 5), 20 → 25 (at the edge), 0 → 0 (same time: no), 30 → 40 (too late).
+        let b = [0, 12, 25, 40];
+        assert_eq!(followed(&a, &b, 5), 2);
+        assert_eq!(followed(&b, &a, 5), 1); // 25 → 30
+        assert_eq!(followed(&a, &[], 5), 0);
+        assert_eq!(followed(&[], &b, 5), 0);
+        assert_eq!(followed(&[i64::MAX - 1], &[i64::MAX], i64::MAX), 1);
+    }
+
+    #[test]
+    fn a_metric_whose_anomalies_usually_begin_first_leads_a_tie() {
+        // Four earlier episodes, six hours apart: zz_cause spikes, aa_effect two minutes later.
+        let mut sigs = Vec::new();
+        for k in 0..4i64 {
+            let t = T - (4 - k) * 360 * MIN;
+            sigs.push(anom(
+                10 + k as u32 * 2,
+                "db-1",
+                "zz_cause",
+                "spike",
+                t,
+                t + MIN,
+                90.0,
+                0.9,
+            ));
+            sigs.push(anom(
+                11 + k as u32 * 2,
+                "db-1",
+                "aa_effect",
+                "spike",
+                t + 2 * MIN,
+                t + 3 * MIN,
+                90.0,
+                0.9,
+            ));
+        }
+        // Now both at the same minute with the same risk: the onset lag cannot tell them apart
+        // (by name alone aa_effect would lead); the history can.
+        sigs.push(anom(1, "db-1", "zz_cause", "spike", T, T + MIN, 95.0, 0.9));
+        sigs.push(anom(2, "db-1", "aa_effect", "spike", T, T + MIN, 95.0, 0.9));
+        let got = correlate(&sigs, &[], &CorrelateParams::default());
+        assert_eq!(got.len(), 5, "{got:#?}");
+        let now = got.iter().find(|i| i.opened_at == T).unwrap();
+        let names: Vec<&str> = now.ranking.iter().map(|m| m.metric.as_str()).collect();
+        assert_eq!(names, ["zz_cause", "aa_effect"]);
+        assert_eq!(
+            now.ranking[0].lead,
+            Some(Lead {
+                before: 4,
+                after: 0
+            })
+        );
+        assert_eq!(
+            now.ranking[1].lead,
+            Some(Lead {
+                before: 0,
+                after: 4
+            })
+        );
+        // 0.9 · (1 ± 0.5)
+        assert_eq!((now.ranking[0].score, now.ranking[1].score), (1.35, 0.45));
+        assert!(
+            now.narrative.ends_with(
+                "led by zz_cause (it moved first; earlier, its anomalies began shortly before \
+                 the others' 4 of 4 times)."
+            ),
+            "{}",
+            now.narrative
+        );
+        assert!(now.hypotheses[0].evidence.contains("4 of 4 times"));
+        // The first episodes have too little history: no lead, the score is the onset-weighted
+        // risk; the first shows its order by onset alone.
+        let first = got.iter().min_by_key(|i| i.opened_at).unwrap();
+        assert!(first.ranking.iter().all(|m| m.lead.is_none()), "{first:#?}");
+        assert_eq!(first.ranking[0].metric, "zz_cause");
+        assert_eq!(first.ranking[0].score, 0.9);
+    }
+
+    #[test]
+    fn history_that_contradicts_this_incidents_order_weakens_its_edge_and_ranks_the_usual_leader_first(
+    ) {
+        // Four earlier episodes: queue_depth rises, two minutes later latency.
+        let mut sigs = Vec::new();
+        for k in 0..4i64 {
+            let t = T - (4 - k) * 360 * MIN;
+            sigs.push(anom(
+                10 + k as u32 * 2,
+                "db-1",
+                "queue_depth",
+                "spike",
+                t,
+                t + MIN,
+                90.0,
+                0.9,
+            ));
+            sigs.push(anom(
+                11 + k as u32 * 2,
+                "db-1",
+                "latency",
+                "spike",
+                t + 2 * MIN,
+                t + 3 * MIN,
+                90.0,
+                0.9,
+            ));
+        }
+        // Now latency a minute before queue_depth.
+        sigs.push(anom(1, "db-1", "latency", "spike", T, T + MIN, 95.0, 0.9));
+        sigs.push(anom(
+            2,
+            "db-1",
+            "queue_depth",
+            "spike",
+            T + MIN,
+            T + 2 * MIN,
+            95.0,
+            0.9,
+        ));
+        let got = correlate(&sigs, &[], &CorrelateParams::default());
+        let now = got.iter().find(|i| i.opened_at == T).unwrap();
+        // latency: 0.9 · 0.5 (always followed); queue_depth: 0.9 · 5/6 · 1.5.
+        let ranked: Vec<(&str, f64)> = now
+            .ranking
+            .iter()
+            .map(|m| (m.metric.as_str(), m.score))
+            .collect();
+        assert_eq!(ranked, [("queue_depth", 1.125), ("latency", 0.45)]);
+        assert!(
+            now.narrative.ends_with(
+                "led by queue_depth (the strongest early mover; earlier, its anomalies began \
+                 shortly before the others' 4 of 4 times)."
+            ),
+            "{}",
+            now.narrative
+        );
+        // The edge latency → queue_depth (time order) at half the strength the lag alone gives.
+        assert_eq!(now.edges.len(), 1, "{:?}", now.edges);
+        let e = &now.edges[0];
+        assert_eq!(
+            (e.cause.as_str(), e.effect.as_str()),
+            ("anomaly:1", "anomaly:2")
+        );
+        assert!((e.strength - 0.9 * 5.0 / 6.0 * 0.5).abs() < 1e-6, "{e:?}");
+        // The episodes before had no history to go by: their edge is the lag's alone.
+        let first = got.iter().min_by_key(|i| i.opened_at).unwrap();
+        assert!(
+            (first.edges[0].strength - 0.9 * 5.0 / 7.0).abs() < 1e-6,
+            "{:?}",
+            first.edges
+        );
+    }
+
+    #[test]
+    fn a_top_member_that_did_not_move_first_is_not_said_to_have() {
+        // A weak drop first, a strong one a minute later: the strong one leads on score.
+        let sigs = vec![dip(1, "m_weak", T, 0.2), dip(2, "m_strong", T + MIN, 1.0)];
+        let got = correlate(&sigs, &[], &CorrelateParams::default());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ranking[0].metric, "m_strong");
+        assert!(
+            got[0]
+                .narrative
+                .ends_with("led by m_strong (the strongest early mover)."),
+            "{}",
+            got[0].narrative
+        );
+        assert!(got[0].hypotheses[0]
+            .evidence
+            .contains("led by m_strong (drop, risk 1.00)"));
     }
 
     #[test]
