@@ -397,7 +397,7 @@ BEGIN
                    (extract(epoch FROM a.ended_at) * 1e6)::bigint AS "end",
                    (extract(epoch FROM a.peak_at) * 1e6)::bigint AS peak_at,
                    a.peak_value, a.risk, a.baseline,
-                   coherence.metric_unit(a.metric) AS unit, a.score
+                   coherence.metric_unit(a.metric) AS unit, a.score, false AS history
               FROM coherence.anomalies a
              WHERE a.ended_at >= v_since AND a.started_at < v_until
                AND (NOT v_durations OR NOT EXISTS (
@@ -406,9 +406,26 @@ BEGIN
             UNION ALL
             SELECT 'error:' || e.id, e.host, 'error', coalesce(e.metric, 'error'), '',
                    (extract(epoch FROM e.ts) * 1e6)::bigint, (extract(epoch FROM e.ts) * 1e6)::bigint,
-                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, '', NULL
+                   (extract(epoch FROM e.ts) * 1e6)::bigint, 0, 0, NULL, '', NULL, false
               FROM coherence.signal_events e
              WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
+            UNION ALL
+            -- Lead evidence only (history): the anomalies of coherence.lead_horizon() before
+            -- the range on the hosts with anomalies in it, so that every incident's horizon is
+            -- covered however the range falls and a later run ranks it the same.
+            SELECT 'anomaly:' || a.id, a.host, 'anomaly', a.metric, a.kind,
+                   (extract(epoch FROM a.started_at) * 1e6)::bigint,
+                   (extract(epoch FROM a.ended_at) * 1e6)::bigint,
+                   (extract(epoch FROM a.peak_at) * 1e6)::bigint,
+                   a.peak_value, a.risk, a.baseline, coherence.metric_unit(a.metric), a.score, true
+              FROM coherence.anomalies a
+             WHERE a.ended_at < v_since AND a.started_at >= v_since - coherence.lead_horizon()
+               AND a.kind <> 'no_data'
+               AND a.host IN (SELECT ra.host FROM coherence.anomalies ra
+                               WHERE ra.ended_at >= v_since AND ra.started_at < v_until)
+               AND (NOT v_durations OR NOT EXISTS (
+                       SELECT 1 FROM coherence.series_settings(a.host, a.metric) st
+                        WHERE a.ended_at - a.started_at < st.min_duration))
         ) s;
         -- Values of leaking metrics at each error, for "Memory at 87.61% (leak progression)".
         SELECT coalesce(jsonb_agg(jsonb_build_object('host', x.host, 'metric', x.metric,
@@ -597,6 +614,8 @@ END
 $fn$;
 COMMENT ON FUNCTION coherence.run_detection(interval, interval, interval, boolean) IS
     'The scheduled job: detects events over the data queued in coherence.pending_series since the last run (plus lookback) with per-series settings (coherence.series_rules), persists coherence.anomalies (including no_data for series that stopped reporting), correlates them with error events into coherence.incidents, mutes incidents in maintenance windows, resolves quiet incidents, NOTIFY coherence_incidents on open/risk change/resolve. Idempotent; READ COMMITTED only; a call while another runs returns {"skipped": "already running"} at once; a failure is recorded (coherence.health()) and returned as {"error": ...} with a WARNING. Schedule: SELECT cron.schedule(''coherence-detect'', ''*/15 * * * *'', ''SELECT coherence.run_detection()'');';
+COMMENT ON FUNCTION coherence.lead_horizon() IS
+    'How far before an incident coherence.correlate looks for lead evidence (how often a member''s anomalies began shortly before or after the other members''); run_detection passes the anomalies of that long before its range as history signals. E.g. SELECT coherence.lead_horizon();';
 COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) IS
     'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Lead evidence (how often a member''s anomalies began shortly before or after the other members'' earlier in the signals) weighs the ranking and the graph''s edges. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
 

@@ -1,7 +1,9 @@
 //! `coherence.correlate`: the temporal correlator (coherence-core::correlate) over jsonb.
 
 use crate::errors::invalid_parameter;
-use coherence_core::correlate::{correlate_fleet, CorrelateParams, Fleet, Sample, Signal};
+use coherence_core::correlate::{
+    correlate_fleet, CorrelateParams, Fleet, Sample, Signal, LEAD_HORIZON_US,
+};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
@@ -60,6 +62,13 @@ fn correlate_v6(
         pgrx::check_for_interrupts!();
     });
     JsonB(serde_json::to_value(incidents).expect("incidents serialize"))
+}
+
+/// How far before an incident lead evidence looks (the core's `LEAD_HORIZON_US`):
+/// `run_detection` passes the anomalies of that long before its range as history signals.
+#[pg_extern(immutable, parallel_safe)]
+fn lead_horizon() -> Interval {
+    Interval::from_micros(LEAD_HORIZON_US)
 }
 
 /// The entry point of `coherence.correlate` before 0.6.0 (4 arguments, no join gap): not in

@@ -121,3 +121,35 @@ SELECT count(*) AS null_arrays FROM coherence.find_collective(NULL, NULL, NULL);
 
 TRUNCATE coherence.metrics, coherence.signal_events, coherence.pending_series,
          coherence.anomalies, coherence.incidents, coherence.detection_runs, coherence.series_state CASCADE;
+
+-- Lead evidence through the job: on lead-1, queue spikes and latency follows two minutes later,
+-- four times at irregular hours (5 to 24), each time worse (a spike as large as an earlier one
+-- would be the series' normal, by the risk's calibration); at hour 30 both spike in the same
+-- minute. The incident then is led by queue, on the history's word.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'lead-1', m,
+       30.0 + (hashint4(i * 2 + length(m)) & 1023) / 102.4
+       + coalesce((SELECT e.size FROM (VALUES (300, 50), (710, 75), (1150, 110), (1420, 165), (1800, 250)) e(at, size)
+                    WHERE i = e.at + CASE WHEN m = 'latency' AND e.at < 1800 THEN 2 ELSE 0 END), 0),
+       '2025-12-10 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['queue', 'latency']) m, generate_series(0, 40 * 60) i;
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT opened_at, jsonb_path_query_array(ranking, '$[*] ? (@.kind != "involved").metric') AS members,
+       jsonb_path_query_array(ranking, '$[*].lead') AS lead
+  FROM coherence.incidents WHERE host = 'lead-1' ORDER BY opened_at;
+SELECT substring(narrative FROM 'Hypothesis: .*$') AS hypothesis_line
+  FROM coherence.incidents WHERE host = 'lead-1' ORDER BY opened_at DESC LIMIT 1;
+-- Ten quiet hours later, with a 30-hour lookback, the range starts after the first episode:
+-- it comes as history (coherence.lead_horizon() before the range) for the incidents less than
+-- a day after it, and no stored incident changes (without it, the one at 23:40 would lose its
+-- lead evidence and be rewritten).
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'lead-1', m, 30.0 + (hashint4(i * 2 + length(m)) & 1023) / 102.4, '2025-12-10 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['queue', 'latency']) m, generate_series(40 * 60 + 1, 50 * 60) i;
+SELECT r->'since' AS since, r->'incidents_updated' AS incidents_updated
+  FROM coherence.run_detection(lookback => '30 hours') r;
+SELECT opened_at, jsonb_path_query_array(ranking, '$[*].lead') AS lead_after
+  FROM coherence.incidents WHERE host = 'lead-1' AND opened_at > '2025-12-10 20:00+00' ORDER BY opened_at;
+-- The example of coherence.lead_horizon's comment runs.
+SELECT substring(obj_description('coherence.lead_horizon()'::regprocedure, 'pg_proc')
+                 FROM 'E\.g\. (SELECT .*);$') \gexec

@@ -26,20 +26,23 @@
 //! The ranking is `Incident::ranking`.
 //!
 //! **Lead evidence** (lagged correlation of onsets). Does A's deviation lead B's? Among the
-//! first [`MAX_LEAD_MEMBERS`] members by that score, each member's latest [`LEAD_HISTORY`]
-//! anomaly onsets on the host *before the incident began* (short anomalies and long shifts'
-//! onsets, as in grouping) are paired with the others': `before` counts its onsets followed by
-//! another member's within `(0, tolerance]`, `after` the others' onsets followed by its own
-//! (the cross-correlogram of the two onset sequences at positive and negative lags;
-//! simultaneous onsets count for neither). With at least [`MIN_LEAD_PAIRS`] such pairs the
-//! member carries `lead {before, after}` and its score is multiplied by
-//! `1 + LEAD_WEIGHT · (before − after) / (before + after)` (×1.5 for a metric that always moved
-//! first, ×0.5 for one that always followed). The incident's own order is the onset lag's
-//! business, so a first incident has no lead evidence; the history is what the caller passed
-//! (`run_detection`: its range). Work: at most `MAX_LEAD_MEMBERS² · 2 · LEAD_HISTORY` steps an
-//! incident. The narrative's hypothesis line says "it moved first" only of a member no other
-//! preceded ("the strongest early mover" otherwise), and adds the lead evidence when the
-//! member usually moved first.
+//! first [`MAX_LEAD_MEMBERS`] members by that score, each member's anomaly onsets on the host in
+//! the [`LEAD_HORIZON_US`] *before the incident began* (short anomalies and long shifts' onsets,
+//! as in grouping; not silences, which follow the feed) are merged into episodes (an onset within
+//! the tolerance of the previous one continues its episode; at most the latest [`LEAD_HISTORY`])
+//! and paired with the others': `before` counts its episodes followed by another member's within
+//! `(0, tolerance]`, `after` the others' followed by its own (the cross-correlogram of the two
+//! episode sequences at positive and negative lags; simultaneous ones count for neither). With
+//! at least [`MIN_LEAD_PAIRS`] such pairs the member carries `lead {before, after}` and its score
+//! is multiplied by `1 + LEAD_WEIGHT · (before − after) / (before + after)` (×1.5 for a metric
+//! that always moved first, ×0.5 for one that always followed). The incident's own order is the
+//! onset lag's business, so a first incident has no lead evidence. The caller passes the
+//! horizon before its range as `history` signals, which only count here (`run_detection` does),
+//! so an incident is ranked the same whichever run sees it. Work: at most
+//! `MAX_LEAD_MEMBERS² · 2 · LEAD_HISTORY` steps an incident. The narrative's hypothesis line
+//! says "it moved first" only of a member no other preceded ("with n others" for a tie; "the
+//! strongest early mover" otherwise), and adds the lead evidence when the member usually moved
+//! first.
 //!
 //! **Peers.** Given how many hosts report each metric (the fleet), a member's peers are the
 //! other hosts reporting its metric; those with a short anomaly of that metric (or the onset
@@ -120,6 +123,11 @@ pub struct Signal {
     /// The detector's score (robust z, Mann-Kendall z, ...), shown where a ratio has no base.
     #[serde(default)]
     pub score: Option<f64>,
+    /// Lead evidence only: an anomaly from before the caller's range, passed so that every
+    /// incident's [`LEAD_HORIZON_US`] is covered however the range falls; it forms, joins and
+    /// explains no incident and is nobody's peer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
 }
 
 /// A metric sample the SQL side looked up for narratives (the value of a context metric at or
@@ -243,10 +251,12 @@ pub const FLEET_WIDE: f64 = 0.5;
 pub const LEAD_WEIGHT: f64 = 0.5;
 /// Onset pairs (either order) a member needs before its lead evidence counts.
 pub const MIN_LEAD_PAIRS: u32 = 3;
-/// Onsets of a metric that lead evidence looks at: the latest, up to the incident's end.
+/// How far before an incident lead evidence looks (µs): a day.
+pub const LEAD_HORIZON_US: i64 = 24 * 3_600_000_000;
+/// Episodes of a metric that lead evidence looks at: the latest within the horizon.
 pub const LEAD_HISTORY: usize = 256;
 /// Members whose lead evidence is measured (the first by score before it), among themselves.
-pub const MAX_LEAD_MEMBERS: usize = 16;
+pub const MAX_LEAD_MEMBERS: usize = 8;
 
 /// Risk one anomaly needs to open an incident alone (no error, no other metric).
 pub const ALONE_RISK: f64 = 0.8;
@@ -368,8 +378,10 @@ pub fn correlate_fleet(
         by_host.entry(s.host.as_str()).or_default().push(s);
     }
     let mut out = Vec::new();
-    for (host, mine) in by_host {
+    for (host, all) in by_host {
         tick();
+        let starts = Onsets::new(&all, tol);
+        let mine: Vec<&Signal> = all.into_iter().filter(|s| !s.history).collect();
         // Long anomalies are context. Not a silence: it lasts as long as the outage does, and
         // its incident must stay open (and grow) with it.
         let is_long = |s: &Signal| is_long(s, tol);
@@ -389,7 +401,6 @@ pub fn correlate_fleet(
             .collect();
         short.extend(onsets.iter());
         short.sort_by(|a, b| a.start.cmp(&b.start).then(a.id.cmp(&b.id)));
-        let starts = Onsets::new(&short);
         // Single-linkage grouping on [start, end] with the tolerance.
         let mut groups: Vec<Vec<&Signal>> = Vec::new();
         let mut group_end = i64::MIN;
@@ -585,7 +596,10 @@ impl<'a> PeerIndex<'a> {
             if i % 4096 == 0 {
                 tick();
             }
-            if s.kind != "anomaly" || s.anomaly_kind == "no_data" || !fleet.contains_key(&s.metric)
+            if s.kind != "anomaly"
+                || s.history
+                || s.anomaly_kind == "no_data"
+                || !fleet.contains_key(&s.metric)
             {
                 continue;
             }
@@ -655,19 +669,23 @@ impl<'a> PeerIndex<'a> {
     }
 }
 
-/// A host's anomaly onsets by metric (short anomalies and long shifts' onsets, as in
-/// grouping), sorted, for lead evidence.
+/// A host's anomaly onsets by metric, for lead evidence: the starts of short anomalies and of
+/// long level shifts (as in grouping; not silences, which follow the feed, not the host), with
+/// history signals, sorted and merged into episodes (an onset within the tolerance of the
+/// previous one continues its episode, so a flapping metric counts once an episode).
 struct Onsets<'a> {
     by_metric: std::collections::BTreeMap<&'a str, Vec<i64>>,
 }
 
 impl<'a> Onsets<'a> {
-    fn new(short: &[&'a Signal]) -> Self {
+    fn new(signals: &[&'a Signal], tol: i64) -> Self {
         let mut by_metric: std::collections::BTreeMap<&'a str, Vec<i64>> = Default::default();
-        for s in short
-            .iter()
-            .filter(|s| s.kind == "anomaly" && !s.metric.is_empty())
-        {
+        for s in signals.iter().filter(|s| {
+            s.kind == "anomaly"
+                && !s.metric.is_empty()
+                && s.anomaly_kind != "no_data"
+                && (!is_long(s, tol) || has_onset(&s.anomaly_kind))
+        }) {
             by_metric
                 .entry(s.metric.as_str())
                 .or_default()
@@ -675,16 +693,26 @@ impl<'a> Onsets<'a> {
         }
         for v in by_metric.values_mut() {
             v.sort_unstable();
-            v.dedup();
+            let mut last = None;
+            v.retain(|t| {
+                let new = last.is_none_or(|l: i64| *t > l.saturating_add(tol));
+                last = Some(*t);
+                new
+            });
         }
         Onsets { by_metric }
     }
 
-    /// The latest [`LEAD_HISTORY`] onsets of `metric` before `until`.
+    /// The latest [`LEAD_HISTORY`] episodes of `metric` within [`LEAD_HORIZON_US`] before
+    /// `until`.
     fn before(&self, metric: &str, until: i64) -> &[i64] {
         let v = self.by_metric.get(metric).map_or(&[][..], |v| v.as_slice());
+        let from = until.saturating_sub(LEAD_HORIZON_US);
         let end = v.partition_point(|t| *t < until);
-        &v[end.saturating_sub(LEAD_HISTORY)..end]
+        let start = v
+            .partition_point(|t| *t < from)
+            .max(end.saturating_sub(LEAD_HISTORY));
+        &v[start.min(end)..end]
     }
 }
 
@@ -703,19 +731,39 @@ fn followed(a: &[i64], b: &[i64], tol: i64) -> u32 {
     n
 }
 
-/// Whether the top-ranked member's anomaly began first (no member earlier).
-fn moved_first(ranking: &[Member]) -> bool {
-    ranking
-        .first()
-        .is_some_and(|top| ranking.iter().all(|m| m.start >= top.start))
+/// How the top-ranked member's onset compares with the others': `Some(0)` when it began
+/// first, `Some(n)` when `n` others began at the same instant, `None` when one began earlier.
+fn moved_first(ranking: &[Member]) -> Option<usize> {
+    let top = ranking.first()?;
+    if ranking.iter().any(|m| m.start < top.start) {
+        return None;
+    }
+    Some(ranking[1..].iter().filter(|m| m.start == top.start).count())
 }
 
-/// "earlier, its anomalies began shortly before the others' 7 of 9 times", when a member's
-/// lead evidence says it usually moves first.
+/// Why the top-ranked member leads, for the hypothesis line.
+fn why_first(ranking: &[Member]) -> String {
+    let mut why = match moved_first(ranking) {
+        Some(0) => "it moved first".to_string(),
+        Some(n) => format!(
+            "it moved first, with {n} other{}",
+            if n == 1 { "" } else { "s" }
+        ),
+        None => "the strongest early mover".to_string(),
+    };
+    if let Some(note) = ranking.first().and_then(lead_note) {
+        why.push_str("; ");
+        why.push_str(&note);
+    }
+    why
+}
+
+/// "earlier, its anomalies began shortly before the others' in 7 of 9 onset pairs", when a
+/// member's lead evidence says it usually moves first.
 fn lead_note(m: &Member) -> Option<String> {
     m.lead.filter(|l| l.before > l.after).map(|l| {
         format!(
-            "earlier, its anomalies began shortly before the others' {} of {} times",
+            "earlier, its anomalies began shortly before the others' in {} of {} onset pairs",
             l.before,
             l.before.saturating_add(l.after)
         )
@@ -859,11 +907,13 @@ fn graph(
             let strength = if a.3 {
                 0.5 * a.2
             } else {
-                let lead = match (a.4, b.4) {
-                    (Some(x), Some(y)) => pairs.weight(x, y),
-                    _ => 1.0,
-                };
-                (a.2 * tol as f64 / (tol as f64 + lag) * lead).min(1.0)
+                let near = a.2 * tol as f64 / (tol as f64 + lag);
+                match (a.4, b.4) {
+                    (Some(x), Some(y)) if pairs.weight(x, y) != 1.0 => {
+                        (near * pairs.weight(x, y)).min(1.0)
+                    }
+                    _ => near,
+                }
             };
             if causes.len() < MAX_CAUSES || strength > causes[causes.len() - 1].0 {
                 causes.push((strength, i));
@@ -1066,7 +1116,11 @@ fn build(
                 if ranking.len() == 1 { "" } else { "s" },
                 lead.metric,
                 lead.kind,
-                if moved_first(&ranking) { " first" } else { "" },
+                if moved_first(&ranking).is_some() {
+                    " first"
+                } else {
+                    ""
+                },
                 lead.risk,
                 lead_note(lead).map_or(String::new(), |n| format!("; {n}"))
             ),
@@ -1261,22 +1315,14 @@ fn build(
     let top = &hyps[0];
     lines.push(match top.cause.as_str() {
         "correlated metric anomalies" | "metric anomaly" => format!(
-            "Hypothesis: {} led by {} ({}{}).",
+            "Hypothesis: {} led by {} ({}).",
             if ranking.len() >= 2 {
                 "correlated anomalies on several metrics,"
             } else {
                 "an anomaly of one metric,"
             },
             ranking.first().map_or("?", |m| m.metric.as_str()),
-            if moved_first(&ranking) {
-                "it moved first"
-            } else {
-                "the strongest early mover"
-            },
-            ranking
-                .first()
-                .and_then(lead_note)
-                .map_or(String::new(), |n| format!("; {n}"))
+            why_first(&ranking)
         ),
         "resource exhaustion" => "Hypothesis: Error burst caused by resource exhaustion.".into(),
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
@@ -1345,6 +1391,7 @@ mod tests {
             baseline: None,
             unit: String::new(),
             score: None,
+            history: false,
         }
     }
 
@@ -1373,6 +1420,7 @@ mod tests {
             baseline: None,
             unit: "%".into(),
             score: None,
+            history: false,
         }
     }
 
@@ -2205,13 +2253,13 @@ mod tests {
         assert_eq!((now.ranking[0].score, now.ranking[1].score), (1.35, 0.45));
         assert!(
             now.narrative.ends_with(
-                "led by zz_cause (it moved first; earlier, its anomalies began shortly before \
-                 the others' 4 of 4 times)."
+                "led by zz_cause (it moved first, with 1 other; earlier, its anomalies began \
+                 shortly before the others' in 4 of 4 onset pairs)."
             ),
             "{}",
             now.narrative
         );
-        assert!(now.hypotheses[0].evidence.contains("4 of 4 times"));
+        assert!(now.hypotheses[0].evidence.contains("in 4 of 4 onset pairs"));
         // The first episodes have too little history: no lead, the score is the onset-weighted
         // risk; the first shows its order by onset alone.
         let first = got.iter().min_by_key(|i| i.opened_at).unwrap();
@@ -2272,7 +2320,7 @@ mod tests {
         assert!(
             now.narrative.ends_with(
                 "led by queue_depth (the strongest early mover; earlier, its anomalies began \
-                 shortly before the others' 4 of 4 times)."
+                 shortly before the others' in 4 of 4 onset pairs)."
             ),
             "{}",
             now.narrative
@@ -2292,6 +2340,192 @@ mod tests {
             "{:?}",
             first.edges
         );
+    }
+
+    /// `k` earlier episodes, six hours apart, before `T`: `first` spikes, `second` two
+    /// minutes later; then both at `T`. Ids from 100.
+    fn episodes(k: i64, first: &str, second: &str, history: bool) -> Vec<Signal> {
+        let mut sigs = Vec::new();
+        for e in 0..k {
+            let t = T - (k - e) * 360 * MIN;
+            for (n, (metric, at)) in [(first, t), (second, t + 2 * MIN)].into_iter().enumerate() {
+                let mut s = anom(
+                    100 + 2 * e as u32 + n as u32,
+                    "db-1",
+                    metric,
+                    "spike",
+                    at,
+                    at + MIN,
+                    90.0,
+                    0.9,
+                );
+                s.history = history;
+                sigs.push(s);
+            }
+        }
+        sigs.push(anom(1, "db-1", second, "spike", T, T + MIN, 95.0, 0.9));
+        sigs.push(anom(2, "db-1", first, "spike", T, T + MIN, 95.0, 0.9));
+        sigs
+    }
+
+    fn at_t(got: &[Incident]) -> &Incident {
+        got.iter()
+            .find(|i| i.opened_at == T)
+            .expect("the incident at T")
+    }
+
+    #[test]
+    fn history_signals_give_lead_evidence_and_nothing_else() {
+        let p = CorrelateParams::default();
+        // The same episodes as signals of the range and as history: one incident instead of
+        // five, with the same lead evidence and ranking.
+        let in_range = correlate(&episodes(4, "zz_cause", "aa_effect", false), &[], &p);
+        let history = correlate(&episodes(4, "zz_cause", "aa_effect", true), &[], &p);
+        assert_eq!((in_range.len(), history.len()), (5, 1));
+        assert_eq!(at_t(&in_range).ranking, history[0].ranking);
+        assert_eq!(
+            history[0].ranking[0].lead,
+            Some(Lead {
+                before: 4,
+                after: 0
+            })
+        );
+        // History signals name no member, join no context and open nothing on their own.
+        let only_history: Vec<Signal> = episodes(4, "zz_cause", "aa_effect", true)
+            .into_iter()
+            .filter(|s| s.history)
+            .collect();
+        assert!(correlate(&only_history, &[], &p).is_empty());
+        assert_eq!(history[0].signal_ids, ["anomaly:1", "anomaly:2"]);
+        assert!(history[0].context_ids.is_empty());
+        // A history signal on a peer is no peer evidence.
+        let mut fleet_sigs = episodes(4, "zz_cause", "aa_effect", true);
+        let mut peer = anom(50, "db-2", "zz_cause", "spike", T, T + MIN, 95.0, 0.9);
+        peer.history = true;
+        fleet_sigs.push(peer);
+        let fleet: Fleet = [("zz_cause".to_string(), 3), ("aa_effect".to_string(), 3)].into();
+        let got = correlate_fleet(&fleet_sigs, &[], &fleet, &p, &mut || {});
+        assert!(
+            got[0]
+                .ranking
+                .iter()
+                .all(|m| m.peers.is_some_and(|pe| pe.moving == 0)),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn lead_evidence_needs_three_pairs_within_a_day_and_counts_a_flapping_metric_once() {
+        let p = CorrelateParams::default();
+        // Two episodes: too few pairs.
+        assert!(
+            correlate(&episodes(2, "zz_cause", "aa_effect", true), &[], &p)[0]
+                .ranking
+                .iter()
+                .all(|m| m.lead.is_none())
+        );
+        // Three: enough.
+        assert_eq!(
+            correlate(&episodes(3, "zz_cause", "aa_effect", true), &[], &p)[0].ranking[0].lead,
+            Some(Lead {
+                before: 3,
+                after: 0
+            })
+        );
+        // Five, six hours apart: the oldest is more than a day before the incident.
+        assert_eq!(
+            correlate(&episodes(5, "zz_cause", "aa_effect", true), &[], &p)[0].ranking[0].lead,
+            Some(Lead {
+                before: 4,
+                after: 0
+            })
+        );
+        // aa_effect flaps every minute for ten minutes before each episode of zz_cause (which
+        // follows the flapping's start within the tolerance only the first time): one episode
+        // each, not ten onsets each followed by zz_cause.
+        let mut sigs = Vec::new();
+        for e in 0..3i64 {
+            let t = T - (3 - e) * 360 * MIN;
+            for m in 0..10 {
+                let mut s = anom(
+                    200 + 20 * e as u32 + m as u32,
+                    "db-1",
+                    "aa_effect",
+                    "spike",
+                    t - (10 - m as i64) * MIN,
+                    t - (10 - m as i64) * MIN,
+                    90.0,
+                    0.9,
+                );
+                s.history = true;
+                sigs.push(s);
+            }
+            let mut s = anom(
+                300 + e as u32,
+                "db-1",
+                "zz_cause",
+                "spike",
+                t,
+                t + MIN,
+                90.0,
+                0.9,
+            );
+            s.history = true;
+            sigs.push(s);
+        }
+        sigs.push(anom(1, "db-1", "aa_effect", "spike", T, T + MIN, 95.0, 0.9));
+        sigs.push(anom(2, "db-1", "zz_cause", "spike", T, T + MIN, 95.0, 0.9));
+        let got = correlate(&sigs, &[], &p);
+        // The flapping episodes began 10 minutes before zz_cause: beyond the tolerance, no pair.
+        assert!(
+            got[0].ranking.iter().all(|m| m.lead.is_none()),
+            "{:#?}",
+            got[0].ranking
+        );
+        // Silences are not onsets.
+        let mut quiet = episodes(4, "zz_cause", "aa_effect", true);
+        for s in quiet
+            .iter_mut()
+            .filter(|s| s.history && s.metric == "zz_cause")
+        {
+            s.anomaly_kind = "no_data".into();
+        }
+        assert!(correlate(&quiet, &[], &p)[0]
+            .ranking
+            .iter()
+            .all(|m| m.lead.is_none()));
+    }
+
+    #[test]
+    fn lead_evidence_is_measured_among_the_first_eight_members_only() {
+        // Ten metrics dip at T, m0 a minute before the rest; history: m9 (ranked last) always
+        // before m0.
+        let mut sigs: Vec<Signal> = (0..10)
+            .map(|k| {
+                dip(
+                    k + 1,
+                    &format!("m{k}"),
+                    if k == 0 { T - MIN } else { T },
+                    0.9,
+                )
+            })
+            .collect();
+        for e in 0..4i64 {
+            let t = T - (4 - e) * 360 * MIN;
+            for (n, (metric, at)) in [("m9", t), ("m0", t + MIN)].into_iter().enumerate() {
+                let mut s = dip(100 + 2 * e as u32 + n as u32, metric, at, 0.9);
+                s.history = true;
+                sigs.push(s);
+            }
+        }
+        let got = correlate(&sigs, &[], &CorrelateParams::default());
+        assert_eq!(got.len(), 1);
+        let r = &got[0].ranking;
+        assert_eq!(r.len(), 10);
+        assert_eq!(r[0].metric, "m0");
+        // m9 is not among the first eight: no lead evidence for it, and m0's partners in the
+        // history are not measured either.
+        assert!(r.iter().all(|m| m.lead.is_none()), "{r:#?}");
     }
 
     #[test]
