@@ -938,6 +938,22 @@ fn graph(
         .collect()
 }
 
+/// What the steps of [`build`] share: one incident's signals, before its ranking.
+struct Scope<'a> {
+    host: &'a str,
+    anomalies: &'a [&'a Signal],
+    context: &'a [&'a Signal],
+    n_err: u64,
+    opened_at: i64,
+    first_err: Option<i64>,
+    /// Precedence is judged against the first error; without errors, against the end of the
+    /// group (every member may be a cause).
+    first_err_or_last: i64,
+    tol: i64,
+}
+
+/// An incident from one group of a host's signals: ranking, causal graph, hypotheses, risk and
+/// narrative (see the module docs).
 #[allow(clippy::too_many_arguments)]
 fn build(
     host: &str,
@@ -953,42 +969,103 @@ fn build(
     tol: i64,
     tick: &mut dyn FnMut(),
 ) -> Incident {
-    let n_err = errors.len() as u64;
+    let sc = Scope {
+        host,
+        anomalies,
+        context,
+        n_err: errors.len() as u64,
+        opened_at,
+        first_err,
+        first_err_or_last: first_err.unwrap_or(last),
+        tol,
+    };
     let reps = representatives(anomalies);
     let (ranking, pairs) = rank(&reps, peers, starts, opened_at, tol, tick);
-    let peer_map: std::collections::HashMap<&str, (&str, Peers)> = ranking
+    let edges = causal_graph(&sc, &reps, &pairs, tick);
+    let mut hyps = error_causes(&sc);
+    hyps.extend(anomaly_causes(&sc, &reps, &ranking));
+    let hyps = ranked(hyps, sc.n_err);
+    let max_anom = anomalies
+        .iter()
+        .chain(context.iter())
+        .map(|s| s.risk)
+        .fold(0.0, f64::max);
+    let n_err = sc.n_err;
+    let risk = 1.0 - (1.0 - (n_err as f64 / 10.0).min(1.0)) * (1.0 - max_anom.clamp(0.0, 1.0));
+    let narrative = narrative(&sc, samples, &ranking, &hyps[0]);
+    let mut signal_ids: Vec<String> = errors
+        .iter()
+        .chain(anomalies.iter())
+        .map(|s| s.id.clone())
+        .collect();
+    signal_ids.sort();
+    let mut context_ids: Vec<String> = context.iter().map(|s| s.id.clone()).collect();
+    context_ids.sort();
+    Incident {
+        host: host.to_string(),
+        opened_at,
+        first_error_at: first_err,
+        last_signal_at: last,
+        error_count: n_err,
+        signal_ids,
+        context_ids,
+        edges,
+        hypotheses: hyps,
+        ranking,
+        risk: (risk * 1e4).round() / 1e4,
+        narrative,
+    }
+}
+
+/// Members' peer evidence by metric: (the anomaly it was judged at, the peers).
+fn peer_map(ranking: &[Member]) -> std::collections::HashMap<&str, (&str, Peers)> {
+    ranking
         .iter()
         .filter_map(|m| {
             m.peers
                 .map(|p| (m.metric.as_str(), (m.anomaly.as_str(), p)))
         })
-        .collect();
-    let peers_of = |metric: &str| peer_map.get(metric).map(|x| x.1);
-    // Members most of whose peers moved too: load on the fleet.
-    let fleet_wide: Vec<&Member> = ranking
+        .collect()
+}
+
+/// Members most of whose peers moved too: load on the fleet.
+fn fleet_wide(ranking: &[Member]) -> Vec<&Member> {
+    ranking
         .iter()
         .filter(|m| m.peers.is_some_and(|p| p.share() >= FLEET_WIDE))
-        .collect();
-    // Causal graph nodes: (id, time, risk, is_context, index in the lead pairs).
+        .collect()
+}
+
+/// The causal graph: nodes are the error burst, each member's representative anomaly and the
+/// strongest context anomalies.
+fn causal_graph(
+    sc: &Scope,
+    reps: &[&Signal],
+    pairs: &LeadPairs,
+    tick: &mut dyn FnMut(),
+) -> Vec<Edge> {
+    // (id, time, risk, is_context, index in the lead pairs).
     let mut nodes: Vec<(String, i64, f64, bool, Option<usize>)> = Vec::new();
-    let burst_id = first_err.map(|t| format!("errors:{host}:{t}"));
-    if let (Some(id), Some(t)) = (&burst_id, first_err) {
-        nodes.push((id.clone(), t, (n_err as f64 / 10.0).min(1.0), false, None));
+    if let Some(t) = sc.first_err {
+        let id = format!("errors:{}:{t}", sc.host);
+        nodes.push((id, t, (sc.n_err as f64 / 10.0).min(1.0), false, None));
     }
-    for a in &reps {
+    for a in reps {
         nodes.push((a.id.clone(), a.start, a.risk, false, pairs.index(&a.metric)));
     }
-    let mut strongest_context: Vec<&&Signal> = context.iter().collect();
+    let mut strongest_context: Vec<&&Signal> = sc.context.iter().collect();
     strongest_context.sort_by(|a, b| b.risk.total_cmp(&a.risk).then(a.id.cmp(&b.id)));
     for c in strongest_context.into_iter().take(MAX_CONTEXT_NODES) {
         nodes.push((c.id.clone(), c.start, c.risk, true, None));
     }
-    let edges = graph(nodes, &pairs, tol, tick);
-    // Precedence is judged against the first error; without errors, against the end of the
-    // group (every member may be a cause).
-    let first_err_or_last = first_err.unwrap_or(last);
+    graph(nodes, pairs, sc.tol, tick)
+}
 
-    // Hypotheses from precedence and evidence.
+/// Causes of an error burst from precedence and evidence: resource exhaustion, a leak on
+/// memory or disk, a traffic surge (none without errors).
+fn error_causes(sc: &Scope) -> Vec<Hypothesis> {
+    let (anomalies, context, n_err) = (sc.anomalies, sc.context, sc.n_err);
+    let (first_err_or_last, tol) = (sc.first_err_or_last, sc.tol);
     let weight = |s: &Signal, ctx: bool| -> f64 {
         let w = if ctx { 0.8 } else { 1.0 };
         if s.start <= first_err_or_last {
@@ -1070,6 +1147,17 @@ fn build(
             evidence: traffic_ev,
         });
     }
+    hyps
+}
+
+/// Causes from the anomalies themselves: telemetry stopped, correlated metric anomalies (or
+/// one metric's) without errors, fleet-wide load.
+fn anomaly_causes(sc: &Scope, reps: &[&Signal], ranking: &[Member]) -> Vec<Hypothesis> {
+    let n_err = sc.n_err;
+    let peer_map = peer_map(ranking);
+    let peers_of = |metric: &str| peer_map.get(metric).map(|x| x.1);
+    let fleet_wide = fleet_wide(ranking);
+    let mut hyps = Vec::new();
     // Series that stopped reporting: the host, its agent or the feed is down, whatever else.
     let silent: Vec<&&Signal> = reps
         .iter()
@@ -1116,7 +1204,7 @@ fn build(
                 if ranking.len() == 1 { "" } else { "s" },
                 lead.metric,
                 lead.kind,
-                if moved_first(&ranking).is_some() {
+                if moved_first(ranking).is_some() {
                     " first"
                 } else {
                     ""
@@ -1158,6 +1246,11 @@ fn build(
             ),
         });
     }
+    hyps
+}
+
+/// "undetermined" (`1 − max(others)`), confidences rounded, most likely first.
+fn ranked(mut hyps: Vec<Hypothesis>, n_err: u64) -> Vec<Hypothesis> {
     let best_other = hyps.iter().map(|h| h.confidence).fold(0.0, f64::max);
     hyps.push(Hypothesis {
         cause: "undetermined".into(),
@@ -1182,14 +1275,17 @@ fn build(
             .then(a.cause.cmp(&b.cause))
     });
 
-    let max_anom = anomalies
-        .iter()
-        .chain(context.iter())
-        .map(|s| s.risk)
-        .fold(0.0, f64::max);
-    let risk = 1.0 - (1.0 - (n_err as f64 / 10.0).min(1.0)) * (1.0 - max_anom.clamp(0.0, 1.0));
+    hyps
+}
 
-    // Narrative in the seed's form.
+/// The narrative in the seed's form: when, the error events, one line per anomalous metric and
+/// kind (strongest first, at most MAX_NARRATIVE_LINES with context), the top hypothesis.
+fn narrative(sc: &Scope, samples: &[Sample], ranking: &[Member], top: &Hypothesis) -> String {
+    let (host, anomalies, context, n_err) = (sc.host, sc.anomalies, sc.context, sc.n_err);
+    let (first_err, opened_at, first_err_or_last) =
+        (sc.first_err, sc.opened_at, sc.first_err_or_last);
+    let peer_map = peer_map(ranking);
+    let fleet_wide = fleet_wide(ranking);
     let mut lines = vec![format!(
         "At {}, {host} experienced:",
         crate::format_utc_minute(first_err.unwrap_or(opened_at))
@@ -1312,7 +1408,6 @@ fn build(
             if more == 1 { "y" } else { "ies" }
         ));
     }
-    let top = &hyps[0];
     lines.push(match top.cause.as_str() {
         "correlated metric anomalies" | "metric anomaly" => format!(
             "Hypothesis: {} led by {} ({}).",
@@ -1322,7 +1417,7 @@ fn build(
                 "an anomaly of one metric,"
             },
             ranking.first().map_or("?", |m| m.metric.as_str()),
-            why_first(&ranking)
+            why_first(ranking)
         ),
         "resource exhaustion" => "Hypothesis: Error burst caused by resource exhaustion.".into(),
         "memory leak" => "Hypothesis: Error burst caused by a memory leak.".into(),
@@ -1345,28 +1440,7 @@ fn build(
         }
     });
 
-    let mut signal_ids: Vec<String> = errors
-        .iter()
-        .chain(anomalies.iter())
-        .map(|s| s.id.clone())
-        .collect();
-    signal_ids.sort();
-    let mut context_ids: Vec<String> = context.iter().map(|s| s.id.clone()).collect();
-    context_ids.sort();
-    Incident {
-        host: host.to_string(),
-        opened_at,
-        first_error_at: first_err,
-        last_signal_at: last,
-        error_count: n_err,
-        signal_ids,
-        context_ids,
-        edges,
-        hypotheses: hyps,
-        ranking,
-        risk: (risk * 1e4).round() / 1e4,
-        narrative: lines.join("\n"),
-    }
+    lines.join("\n")
 }
 
 #[cfg(test)]
