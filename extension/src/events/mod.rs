@@ -1,8 +1,9 @@
-//! Localized events over one series given as arrays: `coherence.series_events` (every
-//! detector, calibrated risk, summary), `coherence.series_period` (the learned period),
-//! `coherence.series_trend_event` and `coherence.series_volatility_events` (one detector each),
-//! plus the kind catalogue and the percent rule. `coherence.detect_events`
-//! (sql/functions.sql) runs `series_events` over every series in the tables.
+//! Localized events over one series given as arrays: `coherence.find_events` (every detector,
+//! calibrated risk, summary; `series_events` is its 0.1.0 form), `coherence.series_period` (the
+//! learned period), `coherence.series_trend_event` and `coherence.series_volatility_events`
+//! (one detector each), `coherence.series_band`; the collective detector, silences and the
+//! facts SQL reads from the core are in the submodules. `coherence.detect_events`
+//! (sql/functions.sql) runs `find_events` over every series in the tables.
 
 use crate::errors::invalid_parameter;
 use coherence_core::detect::PG_EPOCH_US;
@@ -14,6 +15,10 @@ use coherence_core::events::{
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
+
+mod catalogue;
+mod collective;
+mod nodata;
 
 /// Unix µs of a PostgreSQL timestamp; `None` for ±infinity and for the last ~30 years of
 /// PostgreSQL's range (after year 294246), which Unix µs in an i64 cannot hold: such points
@@ -310,65 +315,6 @@ fn find_events(
     )
 }
 
-/// Collective anomalies of one host (`coherence_core::events::collective`): its metrics given
-/// as three parallel arrays (metric name, time, value; any order). One row per member metric
-/// of each event, with the event's risk and the member's own onset, value and share.
-#[allow(clippy::type_complexity)]
-#[pg_extern(immutable, parallel_safe)]
-fn find_collective(
-    metric: Option<Array<&str>>,
-    ts: Option<Array<TimestampWithTimeZone>>,
-    value: Option<Array<f64>>,
-    report_from: default!(Option<TimestampWithTimeZone>, "NULL"),
-    min_risk: default!(Option<f64>, "NULL"),
-    host: default!(Option<&str>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(metric, String),
-        name!(kind, String),
-        name!(detector, String),
-        name!(started_at, Option<TimestampWithTimeZone>),
-        name!(ended_at, Option<TimestampWithTimeZone>),
-        name!(peak_at, Option<TimestampWithTimeZone>),
-        name!(peak_value, f64),
-        name!(baseline, f64),
-        name!(score, f64),
-        name!(share, f64),
-        name!(risk, f64),
-        name!(summary, String),
-    ),
-> {
-    let params = event_params(None, None, None, None, report_from, min_risk);
-    let (Some(metric), Some(ts), Some(value)) = (metric, ts, value) else {
-        return TableIterator::new(Vec::new());
-    };
-    let (names, series) = host_series(metric, ts, value);
-    let host = host.unwrap_or("host");
-    let events = collective_events(&series, &params, &mut interrupt_check);
-    let mut rows = Vec::new();
-    for e in &events {
-        for m in &e.members {
-            let name = &names[m.metric];
-            rows.push((
-                name.clone(),
-                Kind::Collective.as_str().to_string(),
-                Kind::Collective.detector().to_string(),
-                ts_of(m.onset),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                m.value,
-                m.baseline,
-                m.peak_u,
-                m.share,
-                e.risk,
-                e.member_summary(host, name, m),
-            ));
-        }
-    }
-    TableIterator::new(rows)
-}
-
 /// The 0.1.0 signature and columns, kept for existing callers: the same detectors as
 /// `find_events` (every kind, calibrated risk), without the summary.
 #[allow(clippy::type_complexity)]
@@ -443,42 +389,6 @@ fn series_period(
         None => (None, None, None, None, r.untested),
     };
     TableIterator::new(vec![row])
-}
-
-/// Every anomaly kind with its detector and meaning (one place: the core's `Kind`).
-#[allow(clippy::type_complexity)]
-#[pg_extern(immutable, parallel_safe)]
-fn anomaly_kinds() -> TableIterator<
-    'static,
-    (
-        name!(kind, &'static str),
-        name!(detector, &'static str),
-        name!(description, &'static str),
-    ),
-> {
-    TableIterator::new(
-        Kind::ALL
-            .iter()
-            .map(|k| (k.as_str(), k.detector(), k.description())),
-    )
-}
-
-/// The risk below which events are not reported by default (the core's `min_risk`).
-#[pg_extern(immutable, parallel_safe)]
-fn default_min_risk() -> f64 {
-    EventParams::default().min_risk
-}
-
-/// Capacity for time to exhaustion: 100 for percent metrics, else NULL.
-#[pg_extern(name = "metric_capacity", immutable, strict, parallel_safe)]
-fn metric_capacity_sql(metric: &str) -> Option<f64> {
-    metric_capacity(metric)
-}
-
-/// Unit suffix of a metric's values: '%' for percent metrics, else ''.
-#[pg_extern(name = "metric_unit", immutable, strict, parallel_safe)]
-fn metric_unit_sql(metric: &str) -> &'static str {
-    metric_unit(metric)
 }
 
 #[allow(clippy::type_complexity)]
@@ -586,208 +496,6 @@ fn series_volatility_events(
         })
         .collect();
     TableIterator::new(rows)
-}
-
-/// Splits parallel (metric, ts, value) arrays into one time series per metric (first-seen
-/// order), skipping NULLs, infinite times and unusable values; the analysis' working memory
-/// (COLLECTIVE_BYTES_PER_POINT) is reserved first.
-fn host_series(
-    metric: Array<&str>,
-    ts: Array<TimestampWithTimeZone>,
-    value: Array<f64>,
-) -> (Vec<String>, Vec<Vec<(i64, f64)>>) {
-    if metric.len() != ts.len() || ts.len() != value.len() {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
-            format!(
-                "metric, ts and value arrays differ in length ({}, {} and {})",
-                metric.len(),
-                ts.len(),
-                value.len()
-            ),
-            "coherence",
-        )
-        .set_hint("Build all three with array_agg over the same rows.")
-        .report(PgLogLevel::ERROR);
-    }
-    reserve_memory(ts.len(), COLLECTIVE_BYTES_PER_POINT);
-    let mut names: Vec<String> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = Default::default();
-    let mut series: Vec<Vec<(i64, f64)>> = Vec::new();
-    for (i, ((m, t), v)) in metric.iter().zip(ts.iter()).zip(value.iter()).enumerate() {
-        if i % 65_536 == 0 {
-            pgrx::check_for_interrupts!();
-        }
-        let (Some(m), Some(t), Some(v)) = (m, t, v) else {
-            continue;
-        };
-        let Some(t) = unix_us(t).filter(|_| coherence_core::usable_value(v)) else {
-            continue;
-        };
-        let k = *index.entry(m.to_string()).or_insert_with(|| {
-            names.push(m.to_string());
-            series.push(Vec::new());
-            names.len() - 1
-        });
-        series[k].push((t, v));
-    }
-    (names, series)
-}
-
-/// The metrics of one host (parallel arrays) that deviated during [from, until] against their
-/// own samples before `from` (the core's `involved`): strongest first.
-#[allow(clippy::type_complexity)]
-#[pg_extern(immutable, parallel_safe)]
-fn involved_metrics(
-    metric: Option<Array<&str>>,
-    ts: Option<Array<TimestampWithTimeZone>>,
-    value: Option<Array<f64>>,
-    from: Option<TimestampWithTimeZone>,
-    until: Option<TimestampWithTimeZone>,
-) -> TableIterator<
-    'static,
-    (
-        name!(metric, String),
-        name!(score, f64),
-        name!(peak_at, Option<TimestampWithTimeZone>),
-        name!(peak_value, f64),
-        name!(baseline, f64),
-    ),
-> {
-    let (Some(metric), Some(ts), Some(value), Some(from), Some(until)) = (
-        metric,
-        ts,
-        value,
-        from.and_then(unix_us),
-        until.and_then(unix_us),
-    ) else {
-        return TableIterator::new(Vec::new());
-    };
-    let (names, series) = host_series(metric, ts, value);
-    let rows: Vec<_> =
-        coherence_core::events::involved::involved(&series, from, until, &mut interrupt_check)
-            .into_iter()
-            .map(|g| {
-                (
-                    names[g.metric].clone(),
-                    g.score,
-                    ts_of(g.peak_at),
-                    g.value,
-                    g.baseline,
-                )
-            })
-            .collect();
-    TableIterator::new(rows)
-}
-
-/// The cadence of a series: the median gap between its latest distinct sample times (the
-/// core's `nodata::cadence`), or NULL with fewer than 3 distinct finite times.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn series_cadence(ts: Array<TimestampWithTimeZone>) -> Option<Interval> {
-    let mut t: Vec<i64> = Vec::new();
-    if t.try_reserve_exact(ts.len()).is_err() {
-        out_of_memory(ts.len(), 8);
-    }
-    t.extend(ts.iter().flatten().filter_map(unix_us));
-    let c = coherence_core::events::nodata::cadence(&t)?;
-    Interval::new(0, 0, c).ok()
-}
-
-/// The no-data event of a series whose last sample is (last_at, last_value) and whose cadence
-/// is `cadence`, at data time `data_now`: one row while it is silent (the core's
-/// `nodata::event`), none otherwise.
-#[allow(clippy::type_complexity)]
-#[pg_extern(immutable, strict, parallel_safe)]
-fn no_data_event(
-    host: &str,
-    metric: &str,
-    last_at: TimestampWithTimeZone,
-    last_value: f64,
-    cadence: Interval,
-    data_now: TimestampWithTimeZone,
-) -> TableIterator<
-    'static,
-    (
-        name!(kind, String),
-        name!(detector, String),
-        name!(started_at, Option<TimestampWithTimeZone>),
-        name!(ended_at, Option<TimestampWithTimeZone>),
-        name!(peak_at, Option<TimestampWithTimeZone>),
-        name!(peak_value, f64),
-        name!(baseline, f64),
-        name!(score, f64),
-        name!(risk, f64),
-        name!(summary, String),
-    ),
-> {
-    let c = cadence.as_micros();
-    if cadence.months() != 0 || c <= 0 {
-        invalid_parameter(
-            "cadence must be a positive interval without months",
-            "Use coherence.series_cadence(array_agg(ts)) of the series' latest samples.",
-        );
-    }
-    let ev = match (unix_us(last_at), unix_us(data_now), i64::try_from(c)) {
-        (Some(l), Some(n), Ok(c)) => coherence_core::events::nodata::event((l, last_value), c, n),
-        _ => None,
-    };
-    let rows: Vec<_> = ev
-        .into_iter()
-        .map(|e| {
-            (
-                e.kind.to_string(),
-                e.kind.detector().to_string(),
-                ts_of(e.started_at),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                e.peak_value,
-                e.baseline,
-                e.peak_score,
-                e.risk,
-                e.summary(host, metric),
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
-}
-
-/// Whether a series whose last sample is at `last_at`, with `cadence`, has no data at `at` (2 or
-/// more of its intervals without a sample; the core's `nodata::silent`).
-#[pg_extern(immutable, strict, parallel_safe)]
-fn series_silent(
-    last_at: TimestampWithTimeZone,
-    cadence: Interval,
-    at: TimestampWithTimeZone,
-) -> bool {
-    match (
-        unix_us(last_at),
-        unix_us(at),
-        i64::try_from(cadence.as_micros()),
-    ) {
-        (Some(l), Some(n), Ok(c)) if cadence.months() == 0 => {
-            coherence_core::events::nodata::silent(l, c, n)
-        }
-        _ => false,
-    }
-}
-
-/// The settings a series gets where no rule of `coherence.series_rules` sets them: the core's
-/// defaults, so `coherence.explain` shows the numbers the detectors use.
-#[pg_extern(immutable, parallel_safe)]
-fn default_settings() -> TableIterator<'static, (name!(setting, &'static str), name!(value, String))>
-{
-    let d = EventParams::default();
-    let mut detectors: Vec<&str> = Kind::ALL.iter().map(|k| k.detector()).collect();
-    detectors.dedup();
-    TableIterator::new(vec![
-        ("threshold", d.threshold.to_string()),
-        ("window_points", d.window.to_string()),
-        ("direction", d.direction.to_string()),
-        ("min_risk", d.min_risk.to_string()),
-        ("capacity", "coherence.metric_capacity(metric)".to_string()),
-        ("detectors", format!("{{{}}}", detectors.join(","))),
-        ("min_duration", "00:00:00".to_string()),
-    ])
 }
 
 /// The expected band of one series given as arrays: per usable point, the baseline and the
