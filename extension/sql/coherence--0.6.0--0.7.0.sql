@@ -9,7 +9,7 @@
 COMMENT ON COLUMN coherence.incidents.ranking IS 'Member metrics, most likely root cause first: the metrics whose anomalies formed it [{metric, anomaly, kind, start, risk, score, evidence, peers: {moving, total} when the metric has peers, lead: {before, after} with lead evidence}], then the host''s other metrics that deviated during it [{metric, kind: involved, score, peak_at, value, baseline}] (see docs/incidents.md).';
 COMMENT ON COLUMN coherence.incident_edges.strength IS 'risk(cause) · tolerance / (tolerance + lag), between two member metrics times their lead evidence (1 ± 0.5, at most 1 in all); 0.5 · risk for context anomalies.';
 COMMENT ON FUNCTION coherence.correlate(jsonb, jsonb, interval, integer, interval, jsonb) IS
-    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Lead evidence (how often a member''s anomalies began shortly before or after the other members'' earlier in the signals) weighs the ranking and the graph''s edges. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
+    'Temporal correlator: signals (errors and anomalies, jsonb array) to incidents with causal graph, ranked hypotheses and narrative (jsonb); signals within tolerance are linked, and incidents of one host at most join_gap apart (default 0: none) are one. With fleet (how many hosts report each metric, e.g. {"cpu": 12}), members carry peer evidence: a deviation most peers show at the same time ranks lower and is called fleet-wide load. Lead evidence (how often a member''s anomalies began shortly before or after the other members'' in the day before the incident) weighs the ranking and the graph''s edges; signals with "history": true count only as such evidence. Used by run_detection (join_gap => close_after, fleet from coherence.series_state); see docs/incidents.md. E.g. SELECT jsonb_array_length(coherence.correlate(''[]''::jsonb));';
 
 CREATE FUNCTION coherence.lead_horizon() RETURNS interval
 IMMUTABLE STRICT PARALLEL SAFE
@@ -286,19 +286,24 @@ BEGIN
               FROM coherence.signal_events e
              WHERE e.severity = 'error' AND e.ts >= v_since AND e.ts < v_until
             UNION ALL
-            -- Lead evidence only (history): the anomalies of coherence.lead_horizon() before
-            -- the range on the hosts with anomalies in it, so that every incident's horizon is
-            -- covered however the range falls and a later run ranks it the same.
+            -- Lead evidence only (history): on each host with anomalies in the range, the
+            -- anomalies that ended before it and began at most coherence.lead_horizon() before
+            -- its first anomaly there (or the range), so that the day before every incident
+            -- the range can form is covered however the range falls, and a later run ranks it
+            -- the same. (Trends and silences give no onsets and are not sent.)
             SELECT 'anomaly:' || a.id, a.host, 'anomaly', a.metric, a.kind,
                    (extract(epoch FROM a.started_at) * 1e6)::bigint,
                    (extract(epoch FROM a.ended_at) * 1e6)::bigint,
                    (extract(epoch FROM a.peak_at) * 1e6)::bigint,
                    a.peak_value, a.risk, a.baseline, coherence.metric_unit(a.metric), a.score, true
-              FROM coherence.anomalies a
-             WHERE a.ended_at < v_since AND a.started_at >= v_since - coherence.lead_horizon()
-               AND a.kind <> 'no_data'
-               AND a.host IN (SELECT ra.host FROM coherence.anomalies ra
-                               WHERE ra.ended_at >= v_since AND ra.started_at < v_until)
+              FROM (SELECT ra.host, least(min(ra.started_at), v_since) AS first_at
+                      FROM coherence.anomalies ra
+                     WHERE ra.ended_at >= v_since AND ra.started_at < v_until
+                       AND ra.kind NOT IN ('leak', 'drift_up', 'drift_down', 'no_data')
+                     GROUP BY ra.host) h
+              JOIN coherence.anomalies a ON a.host = h.host
+             WHERE a.ended_at < v_since AND a.started_at >= h.first_at - coherence.lead_horizon()
+               AND a.kind NOT IN ('leak', 'drift_up', 'drift_down', 'no_data')
                AND (NOT v_durations OR NOT EXISTS (
                        SELECT 1 FROM coherence.series_settings(a.host, a.metric) st
                         WHERE a.ended_at - a.started_at < st.min_duration))

@@ -29,16 +29,17 @@
 //! first [`MAX_LEAD_MEMBERS`] members by that score, each member's anomaly onsets on the host in
 //! the [`LEAD_HORIZON_US`] *before the incident began* (short anomalies and long shifts' onsets,
 //! as in grouping; not silences, which follow the feed) are merged into episodes (an onset within
-//! the tolerance of the previous one continues its episode; at most the latest [`LEAD_HISTORY`])
-//! and paired with the others': `before` counts its episodes followed by another member's within
-//! `(0, tolerance]`, `after` the others' followed by its own (the cross-correlogram of the two
-//! episode sequences at positive and negative lags; simultaneous ones count for neither). With
-//! at least [`MIN_LEAD_PAIRS`] such pairs the member carries `lead {before, after}` and its score
-//! is multiplied by `1 + LEAD_WEIGHT · (before − after) / (before + after)` (×1.5 for a metric
-//! that always moved first, ×0.5 for one that always followed). The incident's own order is the
-//! onset lag's business, so a first incident has no lead evidence. The caller passes the
-//! horizon before its range as `history` signals, which only count here (`run_detection` does),
-//! so an incident is ranked the same whichever run sees it. Work: at most
+//! the tolerance of the previous one continues its episode; only onsets inside that day count;
+//! at most the latest [`LEAD_HISTORY`]) and paired with each other member's: `before` counts its
+//! episodes followed by one of the other member's within `(0, tolerance]`, `after` the reverse,
+//! summed over the other members (the cross-correlogram of the two episode sequences at positive
+//! and negative lags; simultaneous ones count for neither). With at least [`MIN_LEAD_PAIRS`]
+//! such pairs the member carries `lead {before, after}` and its score is multiplied by
+//! `1 + LEAD_WEIGHT · (before − after) / (before + after)` (×1.5 for a metric that always moved
+//! first, ×0.5 for one that always followed). The incident's own order is the onset lag's
+//! business, so a first incident has no lead evidence. The caller passes that day before what
+//! its range can open as `history` signals, which only count here (`run_detection` does), so an
+//! incident is ranked the same whichever run sees it. Work: at most
 //! `MAX_LEAD_MEMBERS² · 2 · LEAD_HISTORY` steps an incident. The narrative's hypothesis line
 //! says "it moved first" only of a member no other preceded ("with n others" for a tie; "the
 //! strongest early mover" otherwise), and adds the lead evidence when the member usually moved
@@ -64,7 +65,8 @@
 //! (tolerance + lag)` for short signals (close in time is stronger), multiplied between two
 //! members by their pair's lead evidence, `1 + LEAD_WEIGHT · (n(A→B) − n(B→A)) / (n(A→B) +
 //! n(B→A))` with at least [`MIN_LEAD_PAIRS`] onset pairs (the history agrees with the order or
-//! contradicts it; at most 1); a context anomaly's edges have `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
+//! contradicts it; a weighed strength is at most 1); a context anomaly's edges have
+//! `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
 //! nearest earlier nodes and the [`MAX_CONTEXT_NODES`] strongest context anomalies; it keeps
 //! its [`MAX_CAUSES`] strongest causes and an incident at most [`MAX_EDGES`] edges, so memory
 //! and time are linear in the number of signals however large an incident grows.
@@ -200,9 +202,10 @@ pub struct Member {
 /// members' on the host (see the module docs).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Lead {
-    /// Onsets of this metric followed within the tolerance by an onset of another member.
+    /// (Episode, other member) pairs: this metric's episodes followed within the tolerance by
+    /// an episode of another member, counted per other member.
     pub before: u32,
-    /// Onsets of another member followed within the tolerance by one of this metric.
+    /// The other members' episodes followed within the tolerance by one of this metric.
     pub after: u32,
 }
 
@@ -671,8 +674,7 @@ impl<'a> PeerIndex<'a> {
 
 /// A host's anomaly onsets by metric, for lead evidence: the starts of short anomalies and of
 /// long level shifts (as in grouping; not silences, which follow the feed, not the host), with
-/// history signals, sorted and merged into episodes (an onset within the tolerance of the
-/// previous one continues its episode, so a flapping metric counts once an episode).
+/// history signals, sorted.
 struct Onsets<'a> {
     by_metric: std::collections::BTreeMap<&'a str, Vec<i64>>,
 }
@@ -693,26 +695,30 @@ impl<'a> Onsets<'a> {
         }
         for v in by_metric.values_mut() {
             v.sort_unstable();
-            let mut last = None;
-            v.retain(|t| {
-                let new = last.is_none_or(|l: i64| *t > l.saturating_add(tol));
-                last = Some(*t);
-                new
-            });
+            v.dedup();
         }
         Onsets { by_metric }
     }
 
-    /// The latest [`LEAD_HISTORY`] episodes of `metric` within [`LEAD_HORIZON_US`] before
-    /// `until`.
-    fn before(&self, metric: &str, until: i64) -> &[i64] {
+    /// The episodes of `metric` in the [`LEAD_HORIZON_US`] before `until` (at most the latest
+    /// [`LEAD_HISTORY`]): its onsets there, an onset within the tolerance of the previous one
+    /// continuing its episode (so a flapping metric counts once). Only the onsets inside the
+    /// window count, so the answer does not depend on what else the caller passed.
+    fn episodes(&self, metric: &str, until: i64, tol: i64) -> Vec<i64> {
         let v = self.by_metric.get(metric).map_or(&[][..], |v| v.as_slice());
         let from = until.saturating_sub(LEAD_HORIZON_US);
-        let end = v.partition_point(|t| *t < until);
-        let start = v
-            .partition_point(|t| *t < from)
-            .max(end.saturating_sub(LEAD_HISTORY));
-        &v[start.min(end)..end]
+        let window = &v[v.partition_point(|t| *t < from)..v.partition_point(|t| *t < until)];
+        let mut out: Vec<i64> = Vec::new();
+        let mut last = None;
+        for &t in window {
+            if last.is_none_or(|l: i64| t > l.saturating_add(tol)) {
+                out.push(t);
+            }
+            last = Some(t);
+        }
+        let drop = out.len().saturating_sub(LEAD_HISTORY);
+        out.drain(..drop);
+        out
     }
 }
 
@@ -758,14 +764,16 @@ fn why_first(ranking: &[Member]) -> String {
     why
 }
 
-/// "earlier, its anomalies began shortly before the others' in 7 of 9 onset pairs", when a
+/// "earlier, it moved shortly before another member 7 times and after one 2 times", when a
 /// member's lead evidence says it usually moves first.
 fn lead_note(m: &Member) -> Option<String> {
     m.lead.filter(|l| l.before > l.after).map(|l| {
         format!(
-            "earlier, its anomalies began shortly before the others' in {} of {} onset pairs",
+            "earlier, it moved shortly before another member {} time{} and after one {} time{}",
             l.before,
-            l.before.saturating_add(l.after)
+            if l.before == 1 { "" } else { "s" },
+            l.after,
+            if l.after == 1 { "" } else { "s" }
         )
     })
 }
@@ -823,14 +831,14 @@ fn rank(
         followed: vec![0; k * k],
     };
     if k >= 2 {
-        let recent: Vec<&[i64]> = out[..k]
+        let recent: Vec<Vec<i64>> = out[..k]
             .iter()
-            .map(|m| starts.before(&m.1.metric, opened_at))
+            .map(|m| starts.episodes(&m.1.metric, opened_at, tol))
             .collect();
         for i in 0..k {
             tick();
             for j in (0..k).filter(|j| *j != i) {
-                pairs.followed[i * k + j] = followed(recent[i], recent[j], tol);
+                pairs.followed[i * k + j] = followed(&recent[i], &recent[j], tol);
             }
         }
         for (i, (raw, m)) in out.iter_mut().enumerate().take(k) {
@@ -2327,13 +2335,15 @@ mod tests {
         assert_eq!((now.ranking[0].score, now.ranking[1].score), (1.35, 0.45));
         assert!(
             now.narrative.ends_with(
-                "led by zz_cause (it moved first, with 1 other; earlier, its anomalies began \
-                 shortly before the others' in 4 of 4 onset pairs)."
+                "led by zz_cause (it moved first, with 1 other; earlier, it moved shortly \
+                 before another member 4 times and after one 0 times)."
             ),
             "{}",
             now.narrative
         );
-        assert!(now.hypotheses[0].evidence.contains("in 4 of 4 onset pairs"));
+        assert!(now.hypotheses[0]
+            .evidence
+            .contains("before another member 4 times and after one 0 times"));
         // The first episodes have too little history: no lead, the score is the onset-weighted
         // risk; the first shows its order by onset alone.
         let first = got.iter().min_by_key(|i| i.opened_at).unwrap();
@@ -2393,8 +2403,8 @@ mod tests {
         assert_eq!(ranked, [("queue_depth", 1.125), ("latency", 0.45)]);
         assert!(
             now.narrative.ends_with(
-                "led by queue_depth (the strongest early mover; earlier, its anomalies began \
-                 shortly before the others' in 4 of 4 onset pairs)."
+                "led by queue_depth (the strongest early mover; earlier, it moved shortly \
+                 before another member 4 times and after one 0 times)."
             ),
             "{}",
             now.narrative
@@ -2568,6 +2578,50 @@ mod tests {
             .ranking
             .iter()
             .all(|m| m.lead.is_none()));
+    }
+
+    #[test]
+    fn episodes_are_cut_at_the_horizon_so_more_history_changes_nothing() {
+        // aa_effect flaps every minute from 20 minutes before the horizon to 2 minutes into
+        // it, then the usual episodes. Passing the flapping before the horizon or not gives the
+        // same evidence: episodes are formed from the onsets inside the day only.
+        let p = CorrelateParams::default();
+        let horizon_start = T - 24 * 60 * MIN;
+        let flap = |from: i64| -> Vec<Signal> {
+            (from..=2)
+                .map(|m| {
+                    let t = horizon_start + m * MIN;
+                    let mut s = anom(
+                        500 + (m + 20) as u32,
+                        "db-1",
+                        "aa_effect",
+                        "spike",
+                        t,
+                        t,
+                        90.0,
+                        0.9,
+                    );
+                    s.history = true;
+                    s
+                })
+                .collect()
+        };
+        let mut all = episodes(4, "zz_cause", "aa_effect", true);
+        all.extend(flap(-20));
+        let mut inside = episodes(4, "zz_cause", "aa_effect", true);
+        inside.extend(flap(0));
+        let (a, b) = (correlate(&all, &[], &p), correlate(&inside, &[], &p));
+        assert_eq!(a[0].ranking, b[0].ranking);
+        // The first usual episode is at the horizon itself: zz_cause there, aa_effect two
+        // minutes later, which the flapping (from the horizon on) joins into an episode that
+        // begins with zz_cause's, at the same instant: that pair is gone, 3 to 0.
+        assert_eq!(
+            a[0].ranking[0].lead,
+            Some(Lead {
+                before: 3,
+                after: 0
+            })
+        );
     }
 
     #[test]
