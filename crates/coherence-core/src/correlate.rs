@@ -2283,35 +2283,10 @@ mod tests {
 
     #[test]
     fn a_metric_whose_anomalies_usually_begin_first_leads_a_tie() {
-        // Four earlier episodes, six hours apart: zz_cause spikes, aa_effect two minutes later.
-        let mut sigs = Vec::new();
-        for k in 0..4i64 {
-            let t = T - (4 - k) * 360 * MIN;
-            sigs.push(anom(
-                10 + k as u32 * 2,
-                "db-1",
-                "zz_cause",
-                "spike",
-                t,
-                t + MIN,
-                90.0,
-                0.9,
-            ));
-            sigs.push(anom(
-                11 + k as u32 * 2,
-                "db-1",
-                "aa_effect",
-                "spike",
-                t + 2 * MIN,
-                t + 3 * MIN,
-                90.0,
-                0.9,
-            ));
-        }
-        // Now both at the same minute with the same risk: the onset lag cannot tell them apart
+        // Four earlier episodes, six hours apart: zz_cause spikes, aa_effect two minutes later;
+        // now both at the same minute with the same risk: the onset lag cannot tell them apart
         // (by name alone aa_effect would lead); the history can.
-        sigs.push(anom(1, "db-1", "zz_cause", "spike", T, T + MIN, 95.0, 0.9));
-        sigs.push(anom(2, "db-1", "aa_effect", "spike", T, T + MIN, 95.0, 0.9));
+        let sigs = episodes(4, "zz_cause", "aa_effect", false);
         let got = correlate(&sigs, &[], &CorrelateParams::default());
         assert_eq!(got.len(), 5, "{got:#?}");
         let now = got.iter().find(|i| i.opened_at == T).unwrap();
@@ -2355,32 +2330,10 @@ mod tests {
     #[test]
     fn history_that_contradicts_this_incidents_order_weakens_its_edge_and_ranks_the_usual_leader_first(
     ) {
-        // Four earlier episodes: queue_depth rises, two minutes later latency.
-        let mut sigs = Vec::new();
-        for k in 0..4i64 {
-            let t = T - (4 - k) * 360 * MIN;
-            sigs.push(anom(
-                10 + k as u32 * 2,
-                "db-1",
-                "queue_depth",
-                "spike",
-                t,
-                t + MIN,
-                90.0,
-                0.9,
-            ));
-            sigs.push(anom(
-                11 + k as u32 * 2,
-                "db-1",
-                "latency",
-                "spike",
-                t + 2 * MIN,
-                t + 3 * MIN,
-                90.0,
-                0.9,
-            ));
-        }
-        // Now latency a minute before queue_depth.
+        // Four earlier episodes: queue_depth rises, two minutes later latency; now latency a
+        // minute before queue_depth.
+        let mut sigs = episodes(4, "queue_depth", "latency", false);
+        sigs.truncate(8);
         sigs.push(anom(1, "db-1", "latency", "spike", T, T + MIN, 95.0, 0.9));
         sigs.push(anom(
             2,
