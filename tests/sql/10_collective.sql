@@ -153,3 +153,30 @@ SELECT opened_at, jsonb_path_query_array(ranking, '$[*].lead') AS lead_after
 -- The example of coherence.lead_horizon's comment runs.
 SELECT substring(obj_description('coherence.lead_horizon()'::regprocedure, 'pg_proc')
                  FROM 'E\.g\. (SELECT .*);$') \gexec
+
+-- An incident that opens before a run's range keeps its day of history: on lead-2, the same
+-- four spike episodes (the first at 05:55), then queue shifts up at 05:49 the next day and
+-- latency three minutes later, both for about half an hour. A run whose range starts at 06:00,
+-- inside the shifts, recomputes that incident from 05:49: its history must start at 05:49 the
+-- day before (the host's first anomaly in the range), not at 06:00, or it loses the 05:55
+-- episode.
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'lead-2', m,
+       30.0 + (hashint4(i * 2 + length(m)) & 1023) / 102.4
+       + coalesce((SELECT e.size FROM (VALUES (355, 50), (700, 75), (1100, 110), (1400, 165)) e(at, size)
+                    WHERE i = e.at + CASE WHEN m = 'latency' THEN 2 ELSE 0 END), 0)
+       + CASE WHEN i >= 1790 + CASE WHEN m = 'latency' THEN 2 ELSE 0 END
+               AND i < 1820 + CASE WHEN m = 'latency' THEN 2 ELSE 0 END THEN 10 ELSE 0 END,
+       '2025-12-10 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['queue', 'latency']) m, generate_series(0, 40 * 60) i;
+SELECT (coherence.run_detection()) ? 'error' AS job_failed;
+SELECT opened_at, jsonb_path_query_array(ranking, '$[*] ? (@.kind != "involved").metric') AS members,
+       jsonb_path_query_array(ranking, '$[*].lead') AS lead
+  FROM coherence.incidents WHERE host = 'lead-2' AND opened_at BETWEEN '2025-12-11 00:00+00' AND '2025-12-11 12:00+00';
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'lead-2', m, 30.0 + (hashint4(i * 2 + length(m)) & 1023) / 102.4, '2025-12-10 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['queue', 'latency']) m, generate_series(40 * 60 + 1, 50 * 60) i;
+SELECT r->'since' AS since, r->'incidents_updated' AS incidents_updated
+  FROM coherence.run_detection(lookback => '10 hours 1 minute') r;
+SELECT opened_at, jsonb_path_query_array(ranking, '$[*].lead') AS lead_after
+  FROM coherence.incidents WHERE host = 'lead-2' AND opened_at BETWEEN '2025-12-11 00:00+00' AND '2025-12-11 12:00+00';

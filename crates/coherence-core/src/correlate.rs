@@ -831,9 +831,14 @@ fn rank(
         followed: vec![0; k * k],
     };
     if k >= 2 {
+        // (A silent member has no lead evidence, as it has no peer evidence: its silence
+        // follows the feed, and its history is not the silence's.)
         let recent: Vec<Vec<i64>> = out[..k]
             .iter()
-            .map(|m| starts.episodes(&m.1.metric, opened_at, tol))
+            .map(|m| match m.1.kind.as_str() {
+                "no_data" => Vec::new(),
+                _ => starts.episodes(&m.1.metric, opened_at, tol),
+            })
             .collect();
         for i in 0..k {
             tick();
@@ -2574,6 +2579,32 @@ mod tests {
                 before: 3,
                 after: 0
             })
+        );
+    }
+
+    #[test]
+    fn silent_members_carry_no_lead_evidence() {
+        // The usual history, then both metrics fall silent at T.
+        let mut sigs = episodes(4, "zz_cause", "aa_effect", true);
+        sigs.truncate(8);
+        for (id, metric) in [(1, "zz_cause"), (2, "aa_effect")] {
+            sigs.push(anom(
+                id,
+                "db-1",
+                metric,
+                "no_data",
+                T,
+                T + 30 * MIN,
+                0.0,
+                0.9,
+            ));
+        }
+        let got = correlate(&sigs, &[], &CorrelateParams::default());
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].ranking.iter().all(|m| m.lead.is_none()),
+            "{:#?}",
+            got[0].ranking
         );
     }
 
