@@ -64,7 +64,7 @@
 //! B") for `A` earlier, with `lag = t(B) − t(A)` and `strength = risk(A) · tolerance /
 //! (tolerance + lag)` for short signals (close in time is stronger), multiplied between two
 //! members by their pair's lead evidence, `1 + LEAD_WEIGHT · (n(A→B) − n(B→A)) / (n(A→B) +
-//! n(B→A))` with at least [`MIN_LEAD_PAIRS`] onset pairs (the history agrees with the order or
+//! n(B→A))` with at least [`MIN_LEAD_PAIRS`] episode pairs (the history agrees with the order or
 //! contradicts it; a weighed strength is at most 1); a context anomaly's edges have
 //! `strength = 0.5 · risk`. Bounded: a node's candidate causes are the [`CAUSE_WINDOW`]
 //! nearest earlier nodes and the [`MAX_CONTEXT_NODES`] strongest context anomalies; it keeps
@@ -252,7 +252,7 @@ pub const FLEET_WIDE: f64 = 0.5;
 
 /// Weight of lead evidence in a member's score: `× (1 + LEAD_WEIGHT · lead share)`.
 pub const LEAD_WEIGHT: f64 = 0.5;
-/// Onset pairs (either order) a member needs before its lead evidence counts.
+/// Episode pairs (either order) a member needs before its lead evidence counts.
 pub const MIN_LEAD_PAIRS: u32 = 3;
 /// How far before an incident lead evidence looks (µs): a day.
 pub const LEAD_HORIZON_US: i64 = 24 * 3_600_000_000;
@@ -877,7 +877,7 @@ impl LeadPairs {
     }
     /// The causal-graph weight of an edge from member `a` to member `b` (indexes):
     /// `1 + LEAD_WEIGHT · (n(a→b) − n(b→a)) / (n(a→b) + n(b→a))` with at least
-    /// [`MIN_LEAD_PAIRS`] onset pairs between the two, else 1.
+    /// [`MIN_LEAD_PAIRS`] episode pairs between the two, else 1.
     fn weight(&self, a: usize, b: usize) -> f64 {
         let k = self.metrics.len();
         let (ab, ba) = (self.followed[a * k + b], self.followed[b * k + a]);
