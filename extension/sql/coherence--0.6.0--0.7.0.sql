@@ -16,7 +16,7 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'lead_horizon_wrapper';
 COMMENT ON FUNCTION coherence.lead_horizon() IS
-    'How far before an incident coherence.correlate looks for lead evidence (how often a member''s anomalies began shortly before or after the other members''); run_detection passes the anomalies of that long before its range as history signals. E.g. SELECT coherence.lead_horizon();';
+    'How far before an incident coherence.correlate looks for lead evidence (how often a member''s anomalies began shortly before or after the other members''); run_detection passes each host''s anomalies from that long before its first anomaly in the range up to the range as history signals. E.g. SELECT coherence.lead_horizon();';
 
 -- The job: history signals for lead evidence (step 2).
 CREATE OR REPLACE FUNCTION coherence.run_detection(

@@ -65,7 +65,8 @@ fn correlate_v6(
 }
 
 /// How far before an incident lead evidence looks (the core's `LEAD_HORIZON_US`):
-/// `run_detection` passes the anomalies of that long before its range as history signals.
+/// `run_detection` passes each host's anomalies from that long before its first anomaly in the
+/// range up to the range as history signals.
 #[pg_extern(immutable, parallel_safe)]
 fn lead_horizon() -> Interval {
     Interval::from_micros(LEAD_HORIZON_US)
