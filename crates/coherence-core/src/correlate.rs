@@ -822,9 +822,9 @@ fn rank(
             .then(a.metric.cmp(&b.metric))
     };
     out.sort_by(order);
-    // Lead evidence among the first MAX_LEAD_MEMBERS: onsets of each shortly before and after
-    // the others' in the host's history (their latest LEAD_HISTORY onsets before the incident
-    // began; the incident's own order is the onset lag's business).
+    // Lead evidence among the first MAX_LEAD_MEMBERS: episodes of each shortly before and
+    // after the others' in the day before the incident began (the incident's own order is the
+    // onset lag's business).
     let k = out.len().min(MAX_LEAD_MEMBERS);
     let mut pairs = LeadPairs {
         metrics: out[..k].iter().map(|m| m.1.metric.clone()).collect(),
