@@ -522,6 +522,21 @@ fn forms_incident(g: &[&Signal], min_errors: u64) -> bool {
 
 /// Whether a long anomaly of this kind has a meaningful start (a change point), as level shifts
 /// do; trends and leaks start where their fit began, volatility changes at a window boundary.
+/// The span an anomaly moves in, as grouping sees it: a short anomaly's `[start, end]`, a long
+/// level shift's onset `[start, start]`; `None` for errors, silences and other long anomalies
+/// (background). Peers and lead evidence count only these.
+fn moving_span(s: &Signal, tol: i64) -> Option<(i64, i64)> {
+    if s.kind != "anomaly" || s.anomaly_kind == "no_data" {
+        None
+    } else if !is_long(s, tol) {
+        Some((s.start, s.end.max(s.start)))
+    } else if has_onset(&s.anomaly_kind) {
+        Some((s.start, s.start))
+    } else {
+        None
+    }
+}
+
 fn has_onset(kind: &str) -> bool {
     matches!(kind, "level_shift_up" | "level_shift_down")
 }
@@ -599,18 +614,10 @@ impl<'a> PeerIndex<'a> {
             if i % 4096 == 0 {
                 tick();
             }
-            if s.kind != "anomaly"
-                || s.history
-                || s.anomaly_kind == "no_data"
-                || !fleet.contains_key(&s.metric)
-            {
+            if s.history || !fleet.contains_key(&s.metric) {
                 continue;
             }
-            let end = if !is_long(s, tol) {
-                s.end.max(s.start)
-            } else if has_onset(&s.anomaly_kind) {
-                s.start
-            } else {
+            let Some((_, end)) = moving_span(s, tol) else {
                 continue;
             };
             let next = index.hosts.len() as u32;
@@ -682,16 +689,10 @@ struct Onsets<'a> {
 impl<'a> Onsets<'a> {
     fn new(signals: &[&'a Signal], tol: i64) -> Self {
         let mut by_metric: std::collections::BTreeMap<&'a str, Vec<i64>> = Default::default();
-        for s in signals.iter().filter(|s| {
-            s.kind == "anomaly"
-                && !s.metric.is_empty()
-                && s.anomaly_kind != "no_data"
-                && (!is_long(s, tol) || has_onset(&s.anomaly_kind))
-        }) {
-            by_metric
-                .entry(s.metric.as_str())
-                .or_default()
-                .push(s.start);
+        for s in signals.iter().filter(|s| !s.metric.is_empty()) {
+            if let Some((start, _)) = moving_span(s, tol) {
+                by_metric.entry(s.metric.as_str()).or_default().push(start);
+            }
         }
         for v in by_metric.values_mut() {
             v.sort_unstable();
@@ -996,7 +997,9 @@ fn build(
     let (ranking, pairs) = rank(&reps, peers, starts, opened_at, tol, tick);
     let edges = causal_graph(&sc, &reps, &pairs, tick);
     let mut hyps = error_causes(&sc);
-    hyps.extend(anomaly_causes(&sc, &reps, &ranking));
+    let peer_map = peer_map(&ranking);
+    let fleet_wide = fleet_wide(&ranking);
+    hyps.extend(anomaly_causes(&sc, &reps, &ranking, &peer_map, &fleet_wide));
     let hyps = ranked(hyps, sc.n_err);
     let max_anom = anomalies
         .iter()
@@ -1005,7 +1008,7 @@ fn build(
         .fold(0.0, f64::max);
     let n_err = sc.n_err;
     let risk = 1.0 - (1.0 - (n_err as f64 / 10.0).min(1.0)) * (1.0 - max_anom.clamp(0.0, 1.0));
-    let narrative = narrative(&sc, samples, &ranking, &hyps[0]);
+    let narrative = narrative(&sc, samples, &ranking, &peer_map, &fleet_wide, &hyps[0]);
     let mut signal_ids: Vec<String> = errors
         .iter()
         .chain(anomalies.iter())
@@ -1031,7 +1034,9 @@ fn build(
 }
 
 /// Members' peer evidence by metric: (the anomaly it was judged at, the peers).
-fn peer_map(ranking: &[Member]) -> std::collections::HashMap<&str, (&str, Peers)> {
+type PeerMap<'a> = std::collections::HashMap<&'a str, (&'a str, Peers)>;
+
+fn peer_map(ranking: &[Member]) -> PeerMap<'_> {
     ranking
         .iter()
         .filter_map(|m| {
@@ -1165,11 +1170,15 @@ fn error_causes(sc: &Scope) -> Vec<Hypothesis> {
 
 /// Causes from the anomalies themselves: telemetry stopped, correlated metric anomalies (or
 /// one metric's) without errors, fleet-wide load.
-fn anomaly_causes(sc: &Scope, reps: &[&Signal], ranking: &[Member]) -> Vec<Hypothesis> {
+fn anomaly_causes(
+    sc: &Scope,
+    reps: &[&Signal],
+    ranking: &[Member],
+    peer_map: &PeerMap,
+    fleet_wide: &[&Member],
+) -> Vec<Hypothesis> {
     let n_err = sc.n_err;
-    let peer_map = peer_map(ranking);
     let peers_of = |metric: &str| peer_map.get(metric).map(|x| x.1);
-    let fleet_wide = fleet_wide(ranking);
     let mut hyps = Vec::new();
     // Series that stopped reporting: the host, its agent or the feed is down, whatever else.
     let silent: Vec<&&Signal> = reps
@@ -1293,12 +1302,17 @@ fn ranked(mut hyps: Vec<Hypothesis>, n_err: u64) -> Vec<Hypothesis> {
 
 /// The narrative in the seed's form: when, the error events, one line per anomalous metric and
 /// kind (strongest first, at most MAX_NARRATIVE_LINES with context), the top hypothesis.
-fn narrative(sc: &Scope, samples: &[Sample], ranking: &[Member], top: &Hypothesis) -> String {
+fn narrative(
+    sc: &Scope,
+    samples: &[Sample],
+    ranking: &[Member],
+    peer_map: &PeerMap,
+    fleet_wide: &[&Member],
+    top: &Hypothesis,
+) -> String {
     let (host, anomalies, context, n_err) = (sc.host, sc.anomalies, sc.context, sc.n_err);
     let (first_err, opened_at, first_err_or_last) =
         (sc.first_err, sc.opened_at, sc.first_err_or_last);
-    let peer_map = peer_map(ranking);
-    let fleet_wide = fleet_wide(ranking);
     let mut lines = vec![format!(
         "At {}, {host} experienced:",
         crate::format_utc_minute(first_err.unwrap_or(opened_at))
