@@ -113,10 +113,12 @@ struct Scored {
 fn score_series(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Option<Scored> {
     let mut season = SeasonReport::default();
     let prep = super::prepare(points, p, &mut season)?;
-    let (s, _) = level::scan(
+    let q = super::window::quantum(&prep.xd);
+    let sh = level::shared(&prep.ts, &prep.xd, q, prep.period_us, p, tick);
+    let (s, _, _) = level::scan(
         &prep.ts,
         &prep.xd,
-        prep.period_us,
+        &sh,
         p,
         None, // no CUSUM: a shift must not become the new normal within the event
         prep.per_day,

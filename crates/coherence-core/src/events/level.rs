@@ -21,7 +21,7 @@
 //! (an AR(1) series wanders; its sums vary τ times more than white noise's).
 
 use super::risk;
-use super::window::{noise_scale, quantum, SortedWindow};
+use super::window::{noise_scale, SortedWindow};
 use super::{AnomalyEvent, Direction, EventParams, Kind};
 use std::collections::VecDeque;
 
@@ -101,7 +101,47 @@ impl PhaseCursors {
     }
 }
 
+/// What the level passes of one series share, computed once: the seasonal part of every
+/// point (0 without a period) and the scale floor.
+pub(crate) struct Shared {
+    pub seasonal: Vec<f64>,
+    pub floor: f64,
+}
+
+/// The seasonal part of each point (the median of its phase in up to [`PHASES`] other periods,
+/// 0 without a period or such points) and the scale floor (the series' noise level times
+/// `min_scale_frac`, at least its resolution `q`: `window::quantum` of `x`).
+pub(crate) fn shared(
+    ts: &[i64],
+    x: &[f64],
+    q: f64,
+    period_us: Option<i64>,
+    p: &EventParams,
+    tick: &mut dyn FnMut(),
+) -> Shared {
+    let n = x.len();
+    let floor = (p.min_scale_frac * noise_scale(x)).max(if q.is_finite() { q } else { 0.0 });
+    let mut seasonal = vec![0.0; n];
+    if let Some(len) = period_us {
+        let half = (super::season::median_step(ts) / 2).max(1);
+        let mut phase = Vec::with_capacity(PHASES);
+        let mut phases = PhaseCursors::default();
+        for (i, s) in seasonal.iter_mut().enumerate() {
+            if i % 4096 == 0 {
+                tick();
+            }
+            phase.clear();
+            phases.next(ts, i, len, half, |j| phase.push(x[j]));
+            if !phase.is_empty() {
+                *s = super::window::median_of(&mut phase);
+            }
+        }
+    }
+    Shared { seasonal, floor }
+}
+
 /// The CUSUM's state during the scan.
+#[derive(Clone)]
 struct Cusum {
     norm: f64,
     tau: f64,
@@ -111,76 +151,106 @@ struct Cusum {
     side: [(f64, usize, f64, usize, usize); 2],
 }
 
-/// Scores every point and, when `cusum` is given (τ of the scores), runs the two-sided CUSUM in
-/// the same pass: at an alarm the shift becomes an event spanning from the CUSUM's last zero to
-/// the alarm, and the level baseline restarts from the points since the change (the new level
-/// is the new normal from then on).
-pub(crate) fn scan(
-    ts: &[i64],
-    x: &[f64],
-    period_us: Option<i64>,
-    p: &EventParams,
-    tau: Option<f64>,
+/// One level pass over a series: the trailing windows, the scores so far, and the CUSUM.
+struct Scanner<'a> {
+    ts: &'a [i64],
+    x: &'a [f64],
+    sh: &'a Shared,
+    p: &'a EventParams,
     per_day: f64,
-    tick: &mut dyn FnMut(),
-) -> (Scores, Vec<AnomalyEvent>) {
-    let n = x.len();
-    let q = quantum(x);
-    let floor = (p.min_scale_frac * noise_scale(x)).max(if q.is_finite() { q } else { 0.0 });
-    let half = (super::season::median_step(ts) / 2).max(1);
-    let sw = p.scale_window;
-    // Level: trailing values of x minus the seasonal part.
-    let mut level = SortedWindow::default();
-    let mut level_q: VecDeque<f64> = VecDeque::with_capacity(p.window + 1);
-    let mut resid = SortedWindow::default();
-    let mut resid_q: VecDeque<f64> = VecDeque::with_capacity(sw + 1);
-    let mut z = vec![f64::NAN; n];
-    let mut baseline = vec![f64::NAN; n];
-    let mut scales = vec![f64::NAN; n];
-    let mut seasonal = vec![0.0; n];
-    let mut phase = Vec::with_capacity(PHASES);
-    let mut phases = PhaseCursors::default();
-    let mut shifts = Vec::new();
-    let mut cusum = tau.map(|tau| Cusum {
-        norm: tau.sqrt(),
-        tau,
-        k: p.cusum_k,
-        h: p.cusum_h,
-        side: [(0.0, 0, 0.0, 0, 0); 2],
-    });
-    let tick_every = (TICK_WORK / (p.window.max(sw) + 64)).max(1);
-    for i in 0..n {
-        if i % tick_every == 0 {
-            tick();
+    level: SortedWindow,
+    level_q: VecDeque<f64>,
+    resid: SortedWindow,
+    resid_q: VecDeque<f64>,
+    out: Scores,
+    cusum: Option<Cusum>,
+    shifts: Vec<AnomalyEvent>,
+    /// The first point at which the CUSUM alarmed (and the level restarted).
+    first_restart: Option<usize>,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(
+        ts: &'a [i64],
+        x: &'a [f64],
+        sh: &'a Shared,
+        p: &'a EventParams,
+        tau: Option<f64>,
+        per_day: f64,
+    ) -> Self {
+        let n = x.len();
+        Scanner {
+            ts,
+            x,
+            sh,
+            p,
+            per_day,
+            level: SortedWindow::default(),
+            level_q: VecDeque::with_capacity(p.window + 1),
+            resid: SortedWindow::default(),
+            resid_q: VecDeque::with_capacity(p.scale_window + 1),
+            out: Scores {
+                z: vec![f64::NAN; n],
+                baseline: vec![f64::NAN; n],
+                scale: vec![f64::NAN; n],
+            },
+            cusum: tau.map(|tau| Cusum {
+                norm: tau.sqrt(),
+                tau,
+                k: p.cusum_k,
+                h: p.cusum_h,
+                side: [(0.0, 0, 0.0, 0, 0); 2],
+            }),
+            shifts: Vec::new(),
+            first_restart: None,
         }
-        if let Some(len) = period_us {
-            phase.clear();
-            phases.next(ts, i, len, half, |j| phase.push(x[j]));
-            if !phase.is_empty() {
-                seasonal[i] = super::window::median_of(&mut phase);
-            }
-        }
-        let base = if level.len() >= 3 {
-            seasonal[i] + level.median()
+    }
+
+    /// Scores point `i` against the windows, then slides them: its residual joins the scale
+    /// window unless it is anomalous, its deseasonalized value joins the level window.
+    fn score(&mut self, i: usize) {
+        let (x, p) = (self.x, self.p);
+        let seasonal = self.sh.seasonal[i];
+        let base = if self.level.len() >= 3 {
+            seasonal + self.level.median()
         } else {
             f64::NAN
         };
-        baseline[i] = base;
+        self.out.baseline[i] = base;
         let r = x[i] - base;
         let mut anomalous = false;
-        if base.is_finite() && i >= p.min_history && resid.len() >= 3 {
-            let scale = resid.median_mad().1.max(floor).max(f64::MIN_POSITIVE);
-            z[i] = r / scale;
-            scales[i] = scale;
-            anomalous = z[i].abs() >= p.threshold;
+        if base.is_finite() && i >= p.min_history && self.resid.len() >= 3 {
+            let scale = self
+                .resid
+                .median_mad()
+                .1
+                .max(self.sh.floor)
+                .max(f64::MIN_POSITIVE);
+            let z = r / scale;
+            self.out.z[i] = z;
+            self.out.scale[i] = scale;
+            anomalous = z.abs() >= p.threshold;
         }
         if base.is_finite() && !anomalous {
-            push(&mut resid, &mut resid_q, r, sw);
+            push(&mut self.resid, &mut self.resid_q, r, p.scale_window);
         }
-        push(&mut level, &mut level_q, x[i] - seasonal[i], p.window);
-        let Some(c) = cusum.as_mut() else { continue };
+        push(
+            &mut self.level,
+            &mut self.level_q,
+            x[i] - seasonal,
+            p.window,
+        );
+    }
+
+    /// The CUSUM's step at point `i` (after [`Scanner::score`]): at an alarm, the shift
+    /// becomes an event (in the allowed direction) spanning from the CUSUM's last zero to `i`,
+    /// and the start of that run is returned.
+    fn cusum(&mut self, i: usize) -> Option<usize> {
+        let (ts, x, p) = (self.ts, self.x, self.p);
+        let z = &self.out.z;
+        let c = self.cusum.as_mut()?;
         if !z[i].is_finite() {
-            continue;
+            return None;
         }
         let mut restart_from = None;
         for (s, sign) in [(0usize, 1.0f64), (1, -1.0)] {
@@ -208,7 +278,7 @@ pub(crate) fn scan(
                 // The run's mean score as a z statistic of a mean of `count` correlated scores.
                 let zrun = sum / count as f64 * (count as f64 / c.tau).sqrt();
                 if allowed {
-                    shifts.push(AnomalyEvent {
+                    self.shifts.push(AnomalyEvent {
                         kind: if sign > 0.0 {
                             Kind::LevelShiftUp
                         } else {
@@ -218,11 +288,11 @@ pub(crate) fn scan(
                         ended_at: ts[i],
                         peak_at: ts[peak],
                         peak_value: x[peak],
-                        baseline: baseline[start],
+                        baseline: self.out.baseline[start],
                         peak_score: sign * zrun,
                         points: count,
                         p_value: risk::normal_two_sided(zrun),
-                        tests_per_day: per_day,
+                        tests_per_day: self.per_day,
                         risk: 0.0,
                         trend: None,
                     });
@@ -230,23 +300,123 @@ pub(crate) fn scan(
                 restart_from = Some(start);
             }
         }
-        if let Some(start) = restart_from {
+        restart_from
+    }
+
+    /// After an alarm at `i` for a run from `start`: the CUSUM starts over and the level
+    /// window holds only the points since the change (the new level is the new normal).
+    fn restart(&mut self, start: usize, i: usize) {
+        if let Some(c) = self.cusum.as_mut() {
             c.side = [(0.0, 0, 0.0, 0, 0); 2];
-            level.clear();
-            level_q.clear();
-            for j in start..=i {
-                push(&mut level, &mut level_q, x[j] - seasonal[j], p.window);
+        }
+        self.first_restart.get_or_insert(i);
+        self.fill_level(start, i);
+    }
+
+    /// The level window as pushes of points `from..=i` leave it.
+    fn fill_level(&mut self, from: usize, i: usize) {
+        self.level.clear();
+        self.level_q.clear();
+        for j in from.max((i + 1).saturating_sub(self.p.window))..=i {
+            push(
+                &mut self.level,
+                &mut self.level_q,
+                self.x[j] - self.sh.seasonal[j],
+                self.p.window,
+            );
+        }
+    }
+
+    /// Scores points `from..`, with the CUSUM when there is one.
+    fn run(&mut self, from: usize, tick: &mut dyn FnMut()) {
+        let tick_every = (TICK_WORK / (self.p.window.max(self.p.scale_window) + 64)).max(1);
+        for i in from..self.x.len() {
+            if i % tick_every == 0 {
+                tick();
+            }
+            self.score(i);
+            if let Some(start) = self.cusum(i) {
+                self.restart(start, i);
             }
         }
     }
-    (
-        Scores {
-            z,
-            baseline,
-            scale: scales,
-        },
-        shifts,
-    )
+}
+
+/// Scores every point and, when `tau` is given (τ of the scores), runs the two-sided CUSUM in
+/// the same pass: at an alarm the shift becomes an event spanning from the CUSUM's last zero to
+/// the alarm, and the level baseline restarts from the points since the change (the new level
+/// is the new normal from then on). Also returns the first alarm's point.
+pub(crate) fn scan(
+    ts: &[i64],
+    x: &[f64],
+    sh: &Shared,
+    p: &EventParams,
+    tau: Option<f64>,
+    per_day: f64,
+    tick: &mut dyn FnMut(),
+) -> (Scores, Vec<AnomalyEvent>, Option<usize>) {
+    let mut s = Scanner::new(ts, x, sh, p, tau, per_day);
+    s.run(0, tick);
+    (s.out, s.shifts, s.first_restart)
+}
+
+/// [`scan`] at `tau` (`Some`), given the same series' scan `first` at another τ whose first
+/// alarm was at `first_restart`. Until either pass alarms, the two passes see the same windows
+/// and so give the same scores (the CUSUM only acts through its restarts): this replays the
+/// new CUSUM over `first`'s scores up to the first alarm of either, rebuilds the windows there
+/// from the scores, and scans on. `None` when neither alarms: the pass would be `first` again.
+/// Gives exactly what [`scan`] gives.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rescan(
+    ts: &[i64],
+    x: &[f64],
+    sh: &Shared,
+    p: &EventParams,
+    tau: f64,
+    per_day: f64,
+    first: &Scores,
+    first_restart: Option<usize>,
+    tick: &mut dyn FnMut(),
+) -> Option<(Scores, Vec<AnomalyEvent>)> {
+    let n = x.len();
+    let mut s = Scanner::new(ts, x, sh, p, Some(tau), per_day);
+    let last = first_restart.unwrap_or(n - 1);
+    let mut alarm = None;
+    let mut at = last;
+    for i in 0..=last {
+        s.out.z[i] = first.z[i];
+        s.out.baseline[i] = first.baseline[i];
+        s.out.scale[i] = first.scale[i];
+        if let Some(start) = s.cusum(i) {
+            alarm = Some(start);
+            at = i;
+            break;
+        }
+    }
+    if alarm.is_none() && first_restart.is_none() {
+        return None;
+    }
+    // The scale window as the scan leaves it after point `at`: the latest residuals of points
+    // with a baseline that were not anomalous, oldest first.
+    let mut tail: Vec<f64> = Vec::with_capacity(p.scale_window);
+    for j in (0..=at).rev() {
+        if tail.len() == p.scale_window {
+            break;
+        }
+        let (b, z) = (first.baseline[j], first.z[j]);
+        if b.is_finite() && (z.is_nan() || z.abs() < p.threshold) {
+            tail.push(x[j] - b);
+        }
+    }
+    tail.reverse();
+    s.resid.fill(&tail);
+    s.resid_q.extend(tail);
+    match alarm {
+        Some(start) => s.restart(start, at),
+        None => s.fill_level(0, at),
+    }
+    s.run(at + 1, tick);
+    Some((s.out, s.shifts))
 }
 
 fn push(w: &mut SortedWindow, q: &mut VecDeque<f64>, v: f64, cap: usize) {
@@ -378,6 +548,75 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Bit patterns of a pass's scores, for exact comparison (NaN included).
+    fn bits(s: &Scores) -> Vec<(u64, u64, u64)> {
+        (0..s.z.len())
+            .map(|i| {
+                (
+                    s.z[i].to_bits(),
+                    s.baseline[i].to_bits(),
+                    s.scale[i].to_bits(),
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn a_rescan_from_the_first_alarm_gives_exactly_what_a_full_scan_gives(
+            seed in 0u64..1_000_000,
+            n in 30usize..900,
+            shifts in proptest::collection::vec((0usize..900, -12.0f64..12.0, 1usize..200), 0..4),
+            spikes in proptest::collection::vec((0usize..900, -40.0f64..40.0), 0..6),
+            tau in prop_oneof![Just(1.0f64), 1.0f64..40.0],
+            period in prop_oneof![Just(None), Just(Some(48i64))],
+            direction in prop_oneof![Just(Direction::Both), Just(Direction::Up), Just(Direction::Down)],
+            rounded in any::<bool>(),
+        ) {
+            let mut r = crate::rng::Rng::new(seed);
+            let ts: Vec<i64> = (0..n as i64).map(|i| i * 60).collect();
+            let x: Vec<f64> = (0..n)
+                .map(|i| {
+                    let mut v = 10.0 + r.normal() + (i % 48) as f64 / 12.0;
+                    for (at, size, len) in &shifts {
+                        if i >= *at && i < at + len {
+                            v += size;
+                        }
+                    }
+                    for (at, size) in &spikes {
+                        if i == *at {
+                            v += size;
+                        }
+                    }
+                    if rounded { v.round() } else { v }
+                })
+                .collect();
+            let p = EventParams {
+                window: 24,
+                scale_window: 60,
+                min_history: 12,
+                cusum_h: 4.0,
+                direction,
+                ..EventParams::default()
+            };
+            let sh = shared(&ts, &x, crate::events::window::quantum(&x), period.map(|k| k * 60), &p, &mut || {});
+            let (first, first_shifts, first_restart) = scan(&ts, &x, &sh, &p, Some(1.0), 1440.0, &mut || {});
+            let (full, full_shifts, _) = scan(&ts, &x, &sh, &p, Some(tau), 1440.0, &mut || {});
+            match rescan(&ts, &x, &sh, &p, tau, 1440.0, &first, first_restart, &mut || {}) {
+                Some((again, again_shifts)) => {
+                    prop_assert_eq!(bits(&again), bits(&full));
+                    prop_assert_eq!(again_shifts, full_shifts);
+                }
+                None => {
+                    prop_assert!(first_restart.is_none());
+                    prop_assert_eq!(bits(&first), bits(&full));
+                    prop_assert!(full_shifts.is_empty() && first_shifts.is_empty());
+                }
+            }
+        }
     }
 
     proptest! {

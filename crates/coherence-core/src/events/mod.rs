@@ -445,8 +445,9 @@ pub(crate) fn prepare(
 /// The level detector's two passes: pass 1 measures how much the scores wander (τ) and their
 /// tail; pass 2 scores again with the CUSUM at that τ. (Pass 1 runs the CUSUM as if the scores
 /// were white, so a level shift restarts the baseline there too and its points do not pass for
-/// the series' normal tail.) Scores that do not wander (τ = 1, ρ ≤ 0: white noise) would make
-/// pass 2 pass 1 again, so pass 1 stands (`second` is None).
+/// the series' normal tail.) Pass 2 gives pass 1's scores until either CUSUM alarms
+/// ([`level::rescan`] starts there); when scores do not wander (τ = 1, ρ ≤ 0: white noise) or
+/// neither CUSUM alarms, pass 1 stands (`second` is None).
 struct LevelPasses {
     first: level::Scores,
     second: Option<level::Scores>,
@@ -457,25 +458,30 @@ struct LevelPasses {
 fn level_passes(
     ts: &[i64],
     xd: &[f64],
+    q: f64,
     period_us: Option<i64>,
     p: &EventParams,
     per_day: f64,
     tick: &mut dyn FnMut(),
 ) -> LevelPasses {
-    let (first, first_shifts) = level::scan(ts, xd, period_us, p, Some(1.0), per_day, tick);
+    let sh = level::shared(ts, xd, q, period_us, p, tick);
+    let (first, first_shifts, first_restart) =
+        level::scan(ts, xd, &sh, p, Some(1.0), per_day, tick);
     let tau = level::tau_of(&first.z);
-    if tau == 1.0 {
-        return LevelPasses {
+    let second = (tau != 1.0)
+        .then(|| level::rescan(ts, xd, &sh, p, tau, per_day, &first, first_restart, tick))
+        .flatten();
+    match second {
+        None => LevelPasses {
             first,
             second: None,
             shifts: first_shifts,
-        };
-    }
-    let (second, shifts) = level::scan(ts, xd, period_us, p, Some(tau), per_day, tick);
-    LevelPasses {
-        first,
-        second: Some(second),
-        shifts,
+        },
+        Some((second, shifts)) => LevelPasses {
+            first,
+            second: Some(second),
+            shifts,
+        },
     }
 }
 
@@ -506,11 +512,14 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
     let along = |t: i64| slope_us * (t as f64 - ts[0] as f64);
     // The level detector's two passes (level_passes); the tail is pass 1's.
     tick();
+    // The resolution of the detrended values; without a trend they are the values themselves
+    // (x − 0 is x), so the volatility detector takes it too.
+    let q = window::quantum(&xd);
     let LevelPasses {
         first,
         second,
         shifts,
-    } = level_passes(&ts, &xd, period_us, p, per_day, tick);
+    } = level_passes(&ts, &xd, q, period_us, p, per_day, tick);
     let scores = second.as_ref().unwrap_or(&first);
     tick();
     let tail = risk::Tail::fit(&first.z);
@@ -533,7 +542,11 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
             period_us: period_us.filter(|len| *len >= p.volatility.window_us),
             ..p.volatility
         };
-        events.extend(volatility_events(&pts, &vp));
+        events.extend(if slope_us == 0.0 {
+            volatility::volatility_events_at(&pts, &vp, q)
+        } else {
+            volatility_events(&pts, &vp)
+        });
     }
     if let Some(t) = trend {
         if p.direction == Direction::Both
@@ -586,7 +599,7 @@ pub fn band_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut())
         slope_us,
         ..
     } = prep;
-    let passes = level_passes(&ts, &xd, period_us, p, per_day, tick);
+    let passes = level_passes(&ts, &xd, window::quantum(&xd), period_us, p, per_day, tick);
     let scores = passes.second.as_ref().unwrap_or(&passes.first);
     let t0 = ts[0];
     (0..ts.len())

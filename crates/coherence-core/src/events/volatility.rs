@@ -56,6 +56,20 @@ fn se_of(m: usize, history: usize) -> f64 {
 
 /// Volatility events (up and down) of time-sorted finite points.
 pub fn volatility_events(points: &[(i64, f64)], p: &VolatilityParams) -> Vec<AnomalyEvent> {
+    let values: Vec<f64> = points
+        .iter()
+        .map(|x| x.1)
+        .filter(|v| v.is_finite())
+        .collect();
+    volatility_events_at(points, p, quantum(&values))
+}
+
+/// [`volatility_events`] given the resolution ([`quantum`]) of the points' finite values.
+pub(crate) fn volatility_events_at(
+    points: &[(i64, f64)],
+    p: &VolatilityParams,
+    q: f64,
+) -> Vec<AnomalyEvent> {
     let mut out = Vec::new();
     if p.window_us <= 0 || !(p.ratio.is_finite() && p.ratio > 1.0) {
         return out;
@@ -90,7 +104,6 @@ pub fn volatility_events(points: &[(i64, f64)], p: &VolatilityParams) -> Vec<Ano
         }
         i = j;
     }
-    let q = quantum(&pts.iter().map(|x| x.1).collect::<Vec<_>>());
     let floor = if q.is_finite() { q / 2.0 } else { 0.0 };
     let per_day = 86_400e6 / p.window_us as f64;
     let mut base_hist: std::collections::VecDeque<f64> = std::collections::VecDeque::new();

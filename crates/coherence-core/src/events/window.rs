@@ -64,6 +64,12 @@ impl SortedWindow {
             s[j - 1] = new;
         }
     }
+    /// The window holding exactly `xs` (in any order).
+    pub(crate) fn fill(&mut self, xs: &[f64]) {
+        self.sorted.clear();
+        self.sorted.extend_from_slice(xs);
+        self.sorted.sort_unstable_by(|a, b| a.total_cmp(b));
+    }
     pub(crate) fn clear(&mut self) {
         self.sorted.clear();
     }
@@ -144,7 +150,7 @@ pub(crate) fn noise_scale(xs: &[f64]) -> f64 {
 /// The series' resolution: the smallest positive gap between distinct values (1 for counts).
 pub(crate) fn quantum(xs: &[f64]) -> f64 {
     let mut s = xs.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_unstable_by(|a, b| a.total_cmp(b));
     s.windows(2)
         .map(|w| w[1] - w[0])
         .filter(|d| *d > 0.0)
