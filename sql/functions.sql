@@ -22,6 +22,9 @@ COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision) IS
 COMMENT ON AGGREGATE coherence.trend(timestamptz, double precision, double precision) IS
     'Trend detection with a percentage threshold, e.g. coherence.trend(ts, value, 50.0).';
 
+COMMENT ON AGGREGATE coherence.points(timestamptz, double precision) IS
+    'A series'' (ts, value) rows packed into one bytea (16 bytes a point: Unix microseconds as int8, then the value as float8, in the server''s byte order; NULLs and infinite times skipped; NULL for no rows), for coherence.find_events_points and coherence.find_collective_points: one aggregate state a series where array_agg(ts), array_agg(value) keep two. E.g. SELECT host, metric_name, length(coherence.points("timestamp", value)) / 16 AS points FROM coherence.metrics GROUP BY 1, 2;';
+
 -- Aggregate support functions (internal; called by the aggregates only).
 COMMENT ON FUNCTION coherence.variance_escalation_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.variance_escalation.';
 COMMENT ON FUNCTION coherence.variance_escalation_trans_params(internal, timestamptz, double precision, interval, double precision) IS 'Internal: transition function of coherence.variance_escalation with parameters.';
@@ -41,6 +44,8 @@ COMMENT ON FUNCTION coherence.trend_combine(internal, internal) IS 'Internal: co
 COMMENT ON FUNCTION coherence.trend_serialize(internal) IS 'Internal: serialize function of coherence.trend.';
 COMMENT ON FUNCTION coherence.trend_deserialize(bytea, internal) IS 'Internal: deserialize function of coherence.trend.';
 COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function of coherence.trend.';
+COMMENT ON FUNCTION coherence.points_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.points.';
+COMMENT ON FUNCTION coherence.points_final(internal) IS 'Internal: final function of coherence.points.';
 
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
 -- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict
@@ -129,6 +134,10 @@ COMMENT ON FUNCTION coherence.find_events(timestamptz[], double precision[], int
     'Anomaly events of one series given as arrays (any order; NULL and non-finite values skipped): spikes, drops, level shifts (robust scores against a trailing or same-phase baseline, and a CUSUM), volatility up/down, drifts and leaks; one row per event with detector, start, peak, end, evidence score, calibrated risk and a summary. NULL parameters take the defaults (window_points 192, threshold 8, direction both, learned period, min_risk 0.2, capacity coherence.metric_capacity(metric)). Points before report_from are baseline only. Any table: SELECT s.svc, e.* FROM (SELECT svc, array_agg(ts) ts, array_agg(v) v FROM my_table GROUP BY svc) s CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, metric => s.svc) e;';
 COMMENT ON FUNCTION coherence.find_collective(text[], timestamptz[], double precision[], timestamptz, double precision, text) IS
     'Collective anomalies of one host given as parallel arrays (metric, ts, value): times when several metrics move together, each perhaps within its own normal range (windowed robust scores standardized per metric and combined; see docs/detection.md). One row per member metric of each event: its onset, value and expected value at the peak, mean evidence (score, signed), share of the evidence, the event''s risk and a summary. E.g. SELECT metric, share, risk FROM coherence.find_collective(ARRAY[...], ARRAY[...], ARRAY[...]);';
+COMMENT ON FUNCTION coherence.find_events_points(bytea, integer, double precision, text, integer, timestamptz, double precision, text, text, double precision) IS
+    'coherence.find_events for one series packed by the aggregate coherence.points(ts, value): the same detectors, parameters and rows; what coherence.detect_events runs on every series. E.g. SELECT e.kind, e.risk FROM (SELECT coherence.points("timestamp", value) AS p FROM coherence.metrics WHERE host = ''host-stressed'' AND metric_name = ''cpu'') s CROSS JOIN LATERAL coherence.find_events_points(s.p, host => ''host-stressed'', metric => ''cpu'') e;';
+COMMENT ON FUNCTION coherence.find_collective_points(text[], bytea[], timestamptz, double precision, text) IS
+    'coherence.find_collective for one host whose metrics come as parallel arrays of names and their points packed by coherence.points(ts, value) (a name given twice joins its points; metrics are taken in name order): the same rows; what coherence.detect_collective runs on every host. E.g. SELECT c.metric, c.risk FROM (SELECT array_agg(metric_name) AS m, array_agg(p) AS p FROM (SELECT metric_name, coherence.points("timestamp", value) AS p FROM coherence.metrics WHERE host = ''host-stressed'' GROUP BY metric_name) x) h CROSS JOIN LATERAL coherence.find_collective_points(h.m, h.p, host => ''host-stressed'') c;';
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
     'The 0.1.0 form of coherence.find_events (same detectors and risk; no detector or summary column, no report_from). E.g. SELECT kind, peak_at, risk FROM coherence.series_events(ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.series_period(timestamptz[], double precision[]) IS
@@ -204,18 +213,20 @@ BEGIN
     v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
     RETURN QUERY
     WITH series AS (
-        SELECT s.host, s.metric, array_agg(s.ts) AS ts, array_agg(s.value) AS v
+        -- One packed value a series (coherence.points: one aggregate state a series where two
+        -- array_agg states sent twice as many series to disk at the default work_mem).
+        SELECT s.host, s.metric, coherence.points(s.ts, s.value) AS p
           FROM coherence.samples(since - lookback, until) s
          GROUP BY s.host, s.metric
     )
-    -- One LATERAL per series, so the arrays are built once and never materialized.
+    -- One LATERAL per series, so the points are packed once and never materialized.
     -- Per-series settings (coherence.series_rules): NULL takes the default; an explicit
     -- min_risk argument wins over the rules'.
     SELECT s.host, s.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
            e.peak_value, e.baseline, e.score, e.risk, e.summary
       FROM series s
       LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(s.host, s.metric) WHERE v_rules) st ON true
-     CROSS JOIN LATERAL coherence.find_events(s.ts, s.v, window_points => st.window_points,
+     CROSS JOIN LATERAL coherence.find_events_points(s.p, window_points => st.window_points,
                                               threshold => st.threshold, direction => st.direction,
                                               report_from => since,
                                               min_risk => coalesce(detect_events.min_risk, st.min_risk),
@@ -269,16 +280,22 @@ BEGIN
                   HINT = 'The default is interval ''7 days'' of history before since.';
     END IF;
     RETURN QUERY
-    WITH hosts AS (
-        SELECT s.host, array_agg(s.metric) AS m, array_agg(s.ts) AS ts, array_agg(s.value) AS v
+    WITH series AS (
+        -- Each series packed (coherence.points), then a host's series together: a hash over
+        -- the series, where grouping the rows by host sorted them all.
+        SELECT s.host, s.metric, coherence.points(s.ts, s.value) AS p
           FROM coherence.samples(since - lookback, until) s
-         GROUP BY s.host
-        HAVING count(DISTINCT s.metric) >= 3
+         GROUP BY s.host, s.metric
+    ), hosts AS (
+        SELECT se.host, array_agg(se.metric) AS m, array_agg(se.p) AS p
+          FROM series se
+         GROUP BY se.host
+        HAVING count(*) >= 3
     )
     SELECT h.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
            c.peak_value, c.baseline, c.score, c.risk, c.summary
       FROM hosts h
-     CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, report_from => since,
+     CROSS JOIN LATERAL coherence.find_collective_points(h.m, h.p, report_from => since,
                                                   min_risk => min_risk, host => h.host) c
      ORDER BY c.started_at, h.host, c.metric;
 END

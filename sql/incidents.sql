@@ -238,8 +238,13 @@ BEGIN
            (SELECT array_agg(k.max_ts ORDER BY k.host, k.metric) FROM k)
       INTO v_new_min, v_new_max, v_hosts, v_metrics, v_maxes;
     IF full_rescan OR v_prev_now IS NULL THEN
-        SELECT array_agg(k.host), array_agg(k.metric_name), NULL INTO v_hosts, v_metrics, v_maxes
-          FROM (SELECT DISTINCT m.host, m.metric_name FROM coherence.metrics m) k;
+        -- Everything (first run, or asked): every series and the metrics' time range, in one
+        -- pass (the table's CHECK keeps its times finite).
+        SELECT array_agg(k.host), array_agg(k.metric_name), NULL, min(k.first_at), max(k.last_at)
+          INTO v_hosts, v_metrics, v_maxes, v_new_min, v_new_max
+          FROM (SELECT m.host, m.metric_name, min(m."timestamp") AS first_at,
+                       max(m."timestamp") AS last_at
+                  FROM coherence.metrics m GROUP BY m.host, m.metric_name) k;
     END IF;
     -- The written series' last sample and cadence (for no-data detection and series_health):
     -- the latest 33 samples, looked for first between 40 of its intervals (1 hour to 2 days)
@@ -285,11 +290,9 @@ BEGIN
      WHERE (s.last_at, s.last_value, s.cadence) IS DISTINCT FROM
            (excluded.last_at, excluded.last_value, excluded.cadence);
     IF full_rescan OR v_prev_now IS NULL THEN
-        -- Everything (first run, or asked): one pass over the tables' finite times.
-        SELECT least((SELECT min("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
-                     (SELECT min(ts) FROM coherence.signal_events WHERE isfinite(ts))),
-               greatest((SELECT max("timestamp") FROM coherence.metrics WHERE isfinite("timestamp")),
-                        (SELECT max(ts) FROM coherence.signal_events WHERE isfinite(ts)))
+        -- Everything: the metrics' range (above) and the events' finite times.
+        SELECT least(v_new_min, (SELECT min(ts) FROM coherence.signal_events WHERE isfinite(ts))),
+               greatest(v_new_max, (SELECT max(ts) FROM coherence.signal_events WHERE isfinite(ts)))
           INTO v_new_min, v_new_max;
         v_since := v_new_min;
     ELSE

@@ -78,7 +78,7 @@ impl_detector!(
 );
 
 /// The aggregate's memory context; errors when called outside an aggregate.
-fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
+pub(crate) fn agg_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     let mut ctx: pg_sys::MemoryContext = std::ptr::null_mut();
     // SAFETY: fcinfo comes from PostgreSQL's function manager for this call.
     let is_agg = !fcinfo.is_null() && unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut ctx) } != 0;

@@ -12,6 +12,7 @@ mod aggregates;
 mod correlate;
 mod errors;
 mod events;
+mod points;
 mod series;
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
@@ -43,6 +44,7 @@ extension_sql_file!(
     name = "functions",
     requires = [
         "aggregates",
+        "points_aggregate",
         "operations",
         events::nodata::series_cadence,
         events::nodata::no_data_event,
@@ -52,7 +54,9 @@ extension_sql_file!(
         version,
         events::series_events,
         events::find_events_v4,
+        events::find_events_points,
         events::collective::find_collective,
+        events::collective::find_collective_points,
         events::series_period,
         events::catalogue::anomaly_kinds,
         events::catalogue::default_min_risk,

@@ -274,6 +274,40 @@ SELECT a.attrelid::regclass AS "table", a.attname AS "column", col_description(a
  ORDER BY 1, 2;
 SELECT (coherence.run_detection()) ? 'error' AS job_failed;
 
+-- Path 6: 0.7.0 with data (path 5's series, run by 0.7.0's job), updated to the current
+-- version: every row kept, the same extension as a fresh install, and a full rescan (whose
+-- first pass now finds the series and their time range at once) analyses the same range and
+-- finds the same incident.
+DROP EXTENSION coherence CASCADE;
+CREATE EXTENSION coherence VERSION '0.7.0';
+SELECT count(*) > 0 AS partitions_made FROM coherence.create_partitions(since => '2025-12-11');
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT h, m, CASE WHEN h = 'api-1' AND i BETWEEN 1300 AND 1302 THEN 95.0 ELSE 30.0 + ((i * 7919) % 11 - 5) END,
+       '2025-12-11 08:00+00'::timestamptz + i * interval '1 minute'
+  FROM unnest(ARRAY['api-1', 'api-2']) h, unnest(ARRAY['cpu', 'memory']) m, generate_series(0, 1439) i;
+INSERT INTO coherence.signal_events (ts, host, service, fingerprint, severity, metric, source, source_id, message, value)
+VALUES ('2025-12-11 07:59+00', 'api-2', 'api', 'gc', 'info', 'gc_pause_ms', 'test', 'p6-1', 'gc pause', 12);
+SELECT coherence.run_detection() - 'run' AS run_by_0_7_0 \gset
+SELECT :'run_by_0_7_0'::jsonb - 'run' AS first_run_by_0_7_0;
+CREATE TEMP TABLE before6 AS :rows_md5;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after6 AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
+       b.anomalies = a.anomalies AS anomalies_same, b.incidents = a.incidents AS incidents_same, b.runs = a.runs AS runs_same
+  FROM pg_extension, before6 b, after6 a WHERE extname = 'coherence';
+:fingerprint \gset upgraded6_
+SELECT :'upgraded6_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded6_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded6_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded6_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded6_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded6_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+SELECT r->'since' = (:'run_by_0_7_0'::jsonb)->'since' AS same_since,
+       r->'until' = (:'run_by_0_7_0'::jsonb)->'until' AS same_until,
+       r->'since' AS since, r->'until' AS until, r->'incidents_opened' AS opened, r ? 'error' AS job_failed
+  FROM coherence.run_detection(full_rescan => true) r;
+SELECT count(*) AS incidents, count(DISTINCT host) AS hosts FROM coherence.incidents WHERE status <> 'merged';
+
 \c coherence_regress
 SET client_min_messages = warning;
 DROP DATABASE coherence_upgrade_test;

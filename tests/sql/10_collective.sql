@@ -59,6 +59,53 @@ SELECT c.metric, c.started_at, round(c.share::numeric, 2) > 0 AS has_share, roun
  CROSS JOIN LATERAL coherence.find_collective(h.m, h.ts, h.v, host => 'db-1') c
  ORDER BY c.started_at, c.metric;
 
+-- Packed points (coherence.points, what detect_events and detect_collective group with): 16
+-- bytes a point, NULLs and infinite times skipped, NULL for no rows; find_collective_points and
+-- find_events_points give exactly the rows of find_collective and find_events, whatever order
+-- the metrics come in.
+SELECT count(*) AS series, bool_and(length(p) = 16 * n) AS sixteen_bytes_a_point
+  FROM (SELECT metric_name, coherence.points("timestamp", value) AS p, count(*) AS n
+          FROM coherence.metrics WHERE host = 'db-1' GROUP BY metric_name) x;
+SELECT length(coherence.points(t, v)) AS bytes
+  FROM (VALUES (now(), 1.0::float8), (NULL, 2.0), (now(), NULL), ('infinity', 3.0)) x(t, v);
+SELECT coherence.points(t, v) IS NULL AS no_rows_is_null
+  FROM (SELECT now() AS t, 1.0::float8 AS v WHERE false) x;
+CREATE TEMP TABLE packed_db1 AS
+SELECT metric_name AS metric, coherence.points("timestamp", value) AS p,
+       array_agg("timestamp") AS ts, array_agg(value) AS v
+  FROM coherence.metrics WHERE host = 'db-1' GROUP BY metric_name;
+SELECT (SELECT count(*) FROM coherence.find_collective_points(
+            (SELECT array_agg(metric ORDER BY metric) FROM packed_db1),
+            (SELECT array_agg(p ORDER BY metric) FROM packed_db1), host => 'db-1')) AS members,
+       (SELECT array_agg(c ORDER BY c) FROM coherence.find_collective_points(
+            (SELECT array_agg(metric ORDER BY metric) FROM packed_db1),
+            (SELECT array_agg(p ORDER BY metric) FROM packed_db1), host => 'db-1') c)
+     = (SELECT array_agg(c ORDER BY c) FROM coherence.find_collective_points(
+            (SELECT array_agg(metric ORDER BY metric DESC) FROM packed_db1),
+            (SELECT array_agg(p ORDER BY metric DESC) FROM packed_db1), host => 'db-1') c)
+       AS same_in_any_order,
+       (SELECT array_agg(c ORDER BY c) FROM coherence.find_collective_points(
+            (SELECT array_agg(metric ORDER BY metric) FROM packed_db1),
+            (SELECT array_agg(p ORDER BY metric) FROM packed_db1), host => 'db-1') c)
+     = (SELECT array_agg(c ORDER BY c)
+          FROM (SELECT array_agg(metric_name) AS m, array_agg("timestamp") AS ts, array_agg(value) AS v
+                  FROM coherence.metrics WHERE host = 'db-1') h,
+               LATERAL coherence.find_collective(h.m, h.ts, h.v, host => 'db-1') c)
+       AS same_as_arrays;
+WITH s AS (
+    SELECT '2025-01-01 00:00+00'::timestamptz + i * interval '1 hour' AS ts,
+           100.0 + ((i * 7919) % 13 - 6)
+           + CASE WHEN i = 150 THEN 120 WHEN i = 220 THEN -80 WHEN i >= 300 THEN 150 ELSE 0 END AS v
+      FROM generate_series(0, 399) i ORDER BY i DESC)
+SELECT (SELECT count(*) FROM coherence.find_events_points((SELECT coherence.points(ts, v) FROM s))) AS events,
+       (SELECT array_agg(e ORDER BY e) FROM coherence.find_events_points((SELECT coherence.points(ts, v) FROM s), host => 'h', metric => 'cpu') e)
+     = (SELECT array_agg(e ORDER BY e) FROM coherence.find_events((SELECT array_agg(ts) FROM s), (SELECT array_agg(v) FROM s), host => 'h', metric => 'cpu') e)
+       AS same_as_arrays;
+-- Bad input: a length that is no whole number of points, arrays of different lengths.
+SELECT count(*) FROM coherence.find_events_points('\x0102'::bytea);
+SELECT count(*) FROM coherence.find_collective_points(ARRAY['a', 'b'], ARRAY['\x'::bytea]);
+SELECT count(*) AS null_arrays FROM coherence.find_collective_points(NULL, NULL);
+
 -- Involved metrics: beyond the metrics whose anomalies formed an incident, the host's metrics
 -- that deviated during it (5 robust σ against their own previous day). db-3's "load" jumps by
 -- 10σ for 5 minutes; "idle" stays normal; "short" has too little history to be judged.

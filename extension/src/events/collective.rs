@@ -3,6 +3,61 @@
 
 use super::*;
 
+/// One row of `find_collective`.
+type CollectiveRow = (
+    String,
+    String,
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    String,
+);
+
+/// The rows of `find_collective` for one host's metrics (names and their points). The metrics
+/// are taken in name order, so the result does not depend on the order they came in (the
+/// host statistic sums over them in floating point).
+fn collective_rows(
+    names: Vec<String>,
+    series: Vec<Vec<(i64, f64)>>,
+    report_from: Option<TimestampWithTimeZone>,
+    min_risk: Option<f64>,
+    host: Option<&str>,
+) -> Vec<CollectiveRow> {
+    let params = event_params(None, None, None, None, report_from, min_risk);
+    let host = host.unwrap_or("host");
+    let mut named: Vec<(String, Vec<(i64, f64)>)> = names.into_iter().zip(series).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let (names, series): (Vec<String>, Vec<Vec<(i64, f64)>>) = named.into_iter().unzip();
+    let events = collective_events(&series, &params, &mut interrupt_check);
+    let mut rows = Vec::new();
+    for e in &events {
+        for m in &e.members {
+            let name = &names[m.metric];
+            rows.push((
+                name.clone(),
+                Kind::Collective.as_str().to_string(),
+                Kind::Collective.detector().to_string(),
+                ts_of(m.onset),
+                ts_of(e.ended_at),
+                ts_of(e.peak_at),
+                m.value,
+                m.baseline,
+                m.peak_u,
+                m.share,
+                e.risk,
+                e.member_summary(host, name, m),
+            ));
+        }
+    }
+    rows
+}
+
 /// Collective anomalies of one host (`coherence_core::events::collective`): its metrics given
 /// as three parallel arrays (metric name, time, value; any order). One row per member metric
 /// of each event, with the event's risk and the member's own onset, value and share.
@@ -32,34 +87,82 @@ fn find_collective(
         name!(summary, String),
     ),
 > {
-    let params = event_params(None, None, None, None, report_from, min_risk);
+    // The parameters are checked first, as before the data.
+    event_params(None, None, None, None, report_from, min_risk);
     let (Some(metric), Some(ts), Some(value)) = (metric, ts, value) else {
         return TableIterator::new(Vec::new());
     };
     let (names, series) = host_series(metric, ts, value);
-    let host = host.unwrap_or("host");
-    let events = collective_events(&series, &params, &mut interrupt_check);
-    let mut rows = Vec::new();
-    for e in &events {
-        for m in &e.members {
-            let name = &names[m.metric];
-            rows.push((
-                name.clone(),
-                Kind::Collective.as_str().to_string(),
-                Kind::Collective.detector().to_string(),
-                ts_of(m.onset),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                m.value,
-                m.baseline,
-                m.peak_u,
-                m.share,
-                e.risk,
-                e.member_summary(host, name, m),
-            ));
-        }
+    TableIterator::new(collective_rows(names, series, report_from, min_risk, host))
+}
+
+/// `find_collective` of one host whose metrics come as names and their points packed by the
+/// aggregate `coherence.points(ts, value)` (parallel arrays, one element a metric; a name given
+/// twice joins its points): what `coherence.detect_collective` runs on every host.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe)]
+fn find_collective_points(
+    metric: Option<Array<&str>>,
+    packed: Option<Array<&[u8]>>,
+    report_from: default!(Option<TimestampWithTimeZone>, "NULL"),
+    min_risk: default!(Option<f64>, "NULL"),
+    host: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(metric, String),
+        name!(kind, String),
+        name!(detector, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(share, f64),
+        name!(risk, f64),
+        name!(summary, String),
+    ),
+> {
+    event_params(None, None, None, None, report_from, min_risk);
+    let (Some(metric), Some(points)) = (metric, packed) else {
+        return TableIterator::new(Vec::new());
+    };
+    if metric.len() != points.len() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+            format!(
+                "metric and packed arrays differ in length ({} and {})",
+                metric.len(),
+                points.len()
+            ),
+            "coherence",
+        )
+        .set_hint("Build both with array_agg over the same rows of (metric, coherence.points(ts, value)).")
+        .report(PgLogLevel::ERROR);
     }
-    TableIterator::new(rows)
+    let total: usize = points
+        .iter()
+        .map(|b| b.map_or(0, |b| b.len() / crate::points::POINT_BYTES))
+        .sum();
+    reserve_memory(total, COLLECTIVE_BYTES_PER_POINT);
+    let mut names: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut series: Vec<Vec<(i64, f64)>> = Vec::new();
+    for (m, b) in metric.iter().zip(points.iter()) {
+        pgrx::check_for_interrupts!();
+        let (Some(m), Some(b)) = (m, b) else {
+            continue;
+        };
+        let k = *index.entry(m.to_string()).or_insert_with(|| {
+            names.push(m.to_string());
+            series.push(Vec::new());
+            names.len() - 1
+        });
+        // The memory was reserved for all of them above.
+        crate::points::unpack(b, 0, &mut series[k]);
+    }
+    TableIterator::new(collective_rows(names, series, report_from, min_risk, host))
 }
 
 /// Splits parallel (metric, ts, value) arrays into one time series per metric (first-seen

@@ -70,17 +70,17 @@ fn points(ts: Option<Array<TimestampWithTimeZone>>, values: Option<Array<f64>>) 
 
 /// Upper bound of the analysis' working memory per point (the points, the detrended and
 /// scored copies, per-window buffers), in bytes.
-const ANALYSIS_BYTES_PER_POINT: usize = 256;
+pub(crate) const ANALYSIS_BYTES_PER_POINT: usize = 256;
 /// The same for the collective detector: the per-metric scored copies plus its time grid
 /// (at most 16 cells a point, three 4-byte arrays each).
-const COLLECTIVE_BYTES_PER_POINT: usize = 512;
+pub(crate) const COLLECTIVE_BYTES_PER_POINT: usize = 512;
 
 /// Reserves (and frees) the analysis' working memory for `n` points, or raises 53200.
 fn reserve_analysis_memory(n: usize) {
     reserve_memory(n, ANALYSIS_BYTES_PER_POINT)
 }
 
-fn reserve_memory(n: usize, per_point: usize) {
+pub(crate) fn reserve_memory(n: usize, per_point: usize) {
     let mut probe: Vec<u8> = Vec::new();
     if probe
         .try_reserve_exact(n.saturating_mul(per_point))
@@ -90,7 +90,7 @@ fn reserve_memory(n: usize, per_point: usize) {
     }
 }
 
-fn out_of_memory(n: usize, per_point: usize) -> ! {
+pub(crate) fn out_of_memory(n: usize, per_point: usize) -> ! {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
         format!("out of memory analysing a series of {n} points"),
@@ -195,6 +195,60 @@ fn event_params(
     p
 }
 
+/// One row of `find_events`.
+type FoundRow = (
+    String,
+    String,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    f64,
+    f64,
+    f64,
+    i64,
+    f64,
+    String,
+);
+
+/// The rows of `find_events` for time-sorted points.
+fn found_rows(
+    pts: &[(i64, f64)],
+    params: EventParams,
+    host: Option<&str>,
+    metric: Option<&str>,
+    capacity: Option<f64>,
+) -> Vec<FoundRow> {
+    let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
+    if capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        invalid_parameter(
+            "capacity must be a positive finite number",
+            "It is the value at which a leaking series is exhausted, e.g. 100 for a percentage; NULL takes coherence.metric_capacity(metric).",
+        );
+    }
+    let mut metric_params = params;
+    metric_params.trend.capacity = capacity.or_else(|| metric_capacity(metric));
+    analyze_with(pts, &metric_params, &mut interrupt_check)
+        .events
+        .into_iter()
+        .map(|e| {
+            let summary = e.summary(host, metric);
+            (
+                e.kind.to_string(),
+                e.kind.detector().to_string(),
+                ts_of(e.started_at),
+                ts_of(e.ended_at),
+                ts_of(e.peak_at),
+                e.peak_value,
+                e.baseline,
+                e.peak_score,
+                e.points as i64,
+                e.risk,
+                summary,
+            )
+        })
+        .collect()
+}
+
 /// Anomaly events of one series given as arrays (any order): every detector of
 /// `coherence_core::events::analyze`, with calibrated risk and the summary line.
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
@@ -236,36 +290,54 @@ fn find_events_v4(
         min_risk,
     );
     let pts = points(ts, value);
-    let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
-    if capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-        invalid_parameter(
-            "capacity must be a positive finite number",
-            "It is the value at which a leaking series is exhausted, e.g. 100 for a percentage; NULL takes coherence.metric_capacity(metric).",
-        );
+    TableIterator::new(found_rows(&pts, params, host, metric, capacity))
+}
+
+/// `find_events` of one series packed by the aggregate `coherence.points(ts, value)` (any
+/// order): what `coherence.detect_events` runs on every series.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe)]
+fn find_events_points(
+    packed: Option<&[u8]>,
+    window_points: default!(Option<i32>, "NULL"),
+    threshold: default!(Option<f64>, "NULL"),
+    direction: default!(Option<&str>, "NULL"),
+    season_points: default!(Option<i32>, "NULL"),
+    report_from: default!(Option<TimestampWithTimeZone>, "NULL"),
+    min_risk: default!(Option<f64>, "NULL"),
+    host: default!(Option<&str>, "NULL"),
+    metric: default!(Option<&str>, "NULL"),
+    capacity: default!(Option<f64>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(kind, String),
+        name!(detector, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(ended_at, Option<TimestampWithTimeZone>),
+        name!(peak_at, Option<TimestampWithTimeZone>),
+        name!(peak_value, f64),
+        name!(baseline, f64),
+        name!(score, f64),
+        name!(points, i64),
+        name!(risk, f64),
+        name!(summary, String),
+    ),
+> {
+    let params = event_params(
+        window_points,
+        threshold,
+        direction,
+        season_points,
+        report_from,
+        min_risk,
+    );
+    let mut pts = Vec::new();
+    if let Some(b) = packed {
+        crate::points::unpack(b, ANALYSIS_BYTES_PER_POINT, &mut pts);
     }
-    let mut metric_params = params;
-    metric_params.trend.capacity = capacity.or_else(|| metric_capacity(metric));
-    let rows: Vec<_> = analyze_with(&pts, &metric_params, &mut interrupt_check)
-        .events
-        .into_iter()
-        .map(|e| {
-            let summary = e.summary(host, metric);
-            (
-                e.kind.to_string(),
-                e.kind.detector().to_string(),
-                ts_of(e.started_at),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                e.peak_value,
-                e.baseline,
-                e.peak_score,
-                e.points as i64,
-                e.risk,
-                summary,
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
+    pts.sort_by_key(|p| p.0);
+    TableIterator::new(found_rows(&pts, params, host, metric, capacity))
 }
 
 /// The 0.3.0 entry point of `coherence.find_events` (10 arguments, no capacity): not in the
