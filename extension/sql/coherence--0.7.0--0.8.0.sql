@@ -179,6 +179,10 @@ RETURNS TABLE (
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+-- Sorted grouping: one host's packed series in memory at a time. A hash aggregate would hold
+-- every series of the range at once (its groups all start within the first minutes of the
+-- range and then grow, and PostgreSQL spills only groups that start later).
+SET enable_hashagg = off
 AS $fn$
 #variable_conflict use_column
 BEGIN
@@ -200,8 +204,8 @@ BEGIN
     END IF;
     RETURN QUERY
     WITH series AS (
-        -- Each series packed (coherence.points), then a host's series together: a hash over
-        -- the series, where grouping the rows by host sorted them all.
+        -- Each series packed (coherence.points), then a host's packed series together (no
+        -- metric name copied into an array for every point).
         SELECT s.host, s.metric, coherence.points(s.ts, s.value) AS p
           FROM coherence.samples(since - lookback, until) s
          GROUP BY s.host, s.metric

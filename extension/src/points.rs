@@ -109,21 +109,19 @@ fn points_trans(
     state
 }
 
-/// Final function of `coherence.points`: the packed points (NULL for no rows).
+/// Final function of `coherence.points`: the packed points (NULL for no rows). pgrx copies the
+/// returned bytes into the result `bytea` (one palloc'd copy; the state is only read, so the
+/// function may run more than once on one state, as in a window).
 #[pg_extern(immutable, parallel_safe)]
-fn points_final(state: Internal) -> Option<Vec<u8>> {
-    // SAFETY: the state of this aggregate is a Packed; its buffer holds len points.
+fn points_final(state: Internal) -> Option<&'static [u8]> {
+    // SAFETY: the state of this aggregate is a Packed whose buffer holds len points; it lives
+    // in the aggregate's context, which outlasts this call, and pgrx copies the slice into the
+    // result datum before the call returns (the 'static is only that long).
     let s = unsafe { state.get::<Packed>() }?;
-    let bytes = s.len * POINT_BYTES;
-    let mut out: Vec<u8> = Vec::new();
-    if out.try_reserve_exact(bytes).is_err() {
-        crate::events::out_of_memory(s.len, POINT_BYTES);
+    if s.len == 0 {
+        return Some(&[]);
     }
-    if bytes > 0 {
-        // SAFETY: buf holds len packed points.
-        out.extend_from_slice(unsafe { std::slice::from_raw_parts(s.buf, bytes) });
-    }
-    Some(out)
+    Some(unsafe { std::slice::from_raw_parts(s.buf, s.len * POINT_BYTES) })
 }
 
 /// Unpacks points written by `coherence.points` (any order) into time-sorted (Unix µs, value)

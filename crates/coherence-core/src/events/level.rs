@@ -365,7 +365,8 @@ pub(crate) fn scan(
 /// and so give the same scores (the CUSUM only acts through its restarts): this replays the
 /// new CUSUM over `first`'s scores up to the first alarm of either, rebuilds the windows there
 /// from the scores, and scans on. `None` when neither alarms: the pass would be `first` again.
-/// Gives exactly what [`scan`] gives.
+/// Gives exactly what [`scan`] gives, for parameters that pass [`EventParams::validate`] (a
+/// window of 0 points, say, would fill differently).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rescan(
     ts: &[i64],
@@ -379,6 +380,9 @@ pub(crate) fn rescan(
     tick: &mut dyn FnMut(),
 ) -> Option<(Scores, Vec<AnomalyEvent>)> {
     let n = x.len();
+    if n == 0 {
+        return None;
+    }
     let mut s = Scanner::new(ts, x, sh, p, Some(tau), per_day);
     let last = first_restart.unwrap_or(n - 1);
     let mut alarm = None;
