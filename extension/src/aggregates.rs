@@ -209,6 +209,35 @@ fn deserialize<D: Detector>(bytes: &[u8], fcinfo: pg_sys::FunctionCallInfo) -> I
     unsafe { place_state(pg_sys::CurrentMemoryContext, d) }
 }
 
+/// The parallel-aggregation support functions of a detector state, the same for every
+/// detector: combine, serialize and deserialize (`CREATE AGGREGATE` below names them).
+macro_rules! parallel_support {
+    ($state:ty, $combine:ident, $serialize:ident, $deserialize:ident) => {
+        #[pg_extern(immutable, parallel_safe)]
+        fn $combine(
+            a: Internal,
+            b: Internal,
+            fcinfo: pg_sys::FunctionCallInfo,
+        ) -> Option<Internal> {
+            combine::<$state>(a, b, fcinfo)
+        }
+
+        #[pg_extern(immutable, strict, parallel_safe)]
+        fn $serialize(state: Internal) -> Vec<u8> {
+            serialize::<$state>(state)
+        }
+
+        #[pg_extern(immutable, strict, parallel_safe)]
+        fn $deserialize(
+            bytes: &[u8],
+            _unused: Internal,
+            fcinfo: pg_sys::FunctionCallInfo,
+        ) -> Internal {
+            deserialize::<$state>(bytes, fcinfo)
+        }
+    };
+}
+
 fn ts_of(unix_us: Option<i64>) -> Option<TimestampWithTimeZone> {
     unix_us.and_then(|us| TimestampWithTimeZone::try_from(us.checked_sub(PG_EPOCH_US)?).ok())
 }
@@ -262,28 +291,12 @@ fn variance_escalation_trans_params(
     })
 }
 
-#[pg_extern(immutable, parallel_safe)]
-fn variance_escalation_combine(
-    a: Internal,
-    b: Internal,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Option<Internal> {
-    combine::<VarianceState>(a, b, fcinfo)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn variance_escalation_serialize(state: Internal) -> Vec<u8> {
-    serialize::<VarianceState>(state)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn variance_escalation_deserialize(
-    bytes: &[u8],
-    _unused: Internal,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    deserialize::<VarianceState>(bytes, fcinfo)
-}
+parallel_support!(
+    VarianceState,
+    variance_escalation_combine,
+    variance_escalation_serialize,
+    variance_escalation_deserialize
+);
 
 #[pg_extern(immutable, parallel_safe, requires = ["schema"])]
 fn variance_escalation_final(
@@ -339,24 +352,12 @@ fn spikes_trans_params(
     })
 }
 
-#[pg_extern(immutable, parallel_safe)]
-fn spikes_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
-    combine::<SpikeState>(a, b, fcinfo)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn spikes_serialize(state: Internal) -> Vec<u8> {
-    serialize::<SpikeState>(state)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn spikes_deserialize(
-    bytes: &[u8],
-    _unused: Internal,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    deserialize::<SpikeState>(bytes, fcinfo)
-}
+parallel_support!(
+    SpikeState,
+    spikes_combine,
+    spikes_serialize,
+    spikes_deserialize
+);
 
 #[pg_extern(immutable, parallel_safe, requires = ["schema"])]
 fn spikes_final(
@@ -410,24 +411,12 @@ fn trend_trans_params(
     })
 }
 
-#[pg_extern(immutable, parallel_safe)]
-fn trend_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
-    combine::<TrendState>(a, b, fcinfo)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn trend_serialize(state: Internal) -> Vec<u8> {
-    serialize::<TrendState>(state)
-}
-
-#[pg_extern(immutable, strict, parallel_safe)]
-fn trend_deserialize(
-    bytes: &[u8],
-    _unused: Internal,
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Internal {
-    deserialize::<TrendState>(bytes, fcinfo)
-}
+parallel_support!(
+    TrendState,
+    trend_combine,
+    trend_serialize,
+    trend_deserialize
+);
 
 #[pg_extern(immutable, parallel_safe, requires = ["schema"])]
 fn trend_final(
