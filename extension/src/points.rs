@@ -124,9 +124,10 @@ fn points_final(state: Internal) -> Option<&'static [u8]> {
     Some(unsafe { std::slice::from_raw_parts(s.buf, s.len * POINT_BYTES) })
 }
 
-/// Unpacks points written by `coherence.points` (any order) into time-sorted (Unix µs, value)
-/// points, skipping unusable values; the analysis' working memory (`per_point` bytes a point)
-/// is reserved first. A length that is not a whole number of points is an error.
+/// Appends the points written by `coherence.points` to `out` as (Unix µs, value) pairs, in
+/// their packed order (callers sort), skipping unusable values; the analysis' working memory
+/// (`per_point` bytes a point) is reserved first. A length that is not a whole number of
+/// points is an error.
 pub(crate) fn unpack(bytes: &[u8], per_point: usize, out: &mut Vec<(i64, f64)>) {
     if !bytes.len().is_multiple_of(POINT_BYTES) {
         ErrorReport::new(
