@@ -3,6 +3,30 @@
 
 use super::*;
 
+/// A host's series by metric name, in first-seen order (a name given twice is one series).
+#[derive(Default)]
+struct ByName {
+    names: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+    series: Vec<Vec<(i64, f64)>>,
+}
+
+impl ByName {
+    /// The series of metric `m`, new and empty the first time.
+    fn series(&mut self, m: &str) -> &mut Vec<(i64, f64)> {
+        let k = match self.index.get(m) {
+            Some(k) => *k,
+            None => {
+                self.names.push(m.to_string());
+                self.series.push(Vec::new());
+                self.index.insert(m.to_string(), self.names.len() - 1);
+                self.names.len() - 1
+            }
+        };
+        &mut self.series[k]
+    }
+}
+
 /// One row of `find_collective`.
 type CollectiveRow = (
     String,
@@ -25,16 +49,14 @@ type CollectiveRow = (
 fn collective_rows(
     names: Vec<String>,
     series: Vec<Vec<(i64, f64)>>,
-    report_from: Option<TimestampWithTimeZone>,
-    min_risk: Option<f64>,
+    params: &EventParams,
     host: Option<&str>,
 ) -> Vec<CollectiveRow> {
-    let params = event_params(None, None, None, None, report_from, min_risk);
     let host = host.unwrap_or("host");
     let mut named: Vec<(String, Vec<(i64, f64)>)> = names.into_iter().zip(series).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let (names, series): (Vec<String>, Vec<Vec<(i64, f64)>>) = named.into_iter().unzip();
-    let events = collective_events(&series, &params, &mut interrupt_check);
+    let events = collective_events(&series, params, &mut interrupt_check);
     let mut rows = Vec::new();
     for e in &events {
         for m in &e.members {
@@ -88,12 +110,12 @@ fn find_collective(
     ),
 > {
     // The parameters are checked first, as before the data.
-    event_params(None, None, None, None, report_from, min_risk);
+    let params = event_params(None, None, None, None, report_from, min_risk);
     let (Some(metric), Some(ts), Some(value)) = (metric, ts, value) else {
         return TableIterator::new(Vec::new());
     };
     let (names, series) = host_series(metric, ts, value);
-    TableIterator::new(collective_rows(names, series, report_from, min_risk, host))
+    TableIterator::new(collective_rows(names, series, &params, host))
 }
 
 /// `find_collective` of one host whose metrics come as names and their points packed by the
@@ -124,7 +146,7 @@ fn find_collective_points(
         name!(summary, String),
     ),
 > {
-    event_params(None, None, None, None, report_from, min_risk);
+    let params = event_params(None, None, None, None, report_from, min_risk);
     let (Some(metric), Some(points)) = (metric, packed) else {
         return TableIterator::new(Vec::new());
     };
@@ -146,23 +168,17 @@ fn find_collective_points(
         .map(|b| b.map_or(0, |b| b.len() / crate::points::POINT_BYTES))
         .sum();
     reserve_memory(total, COLLECTIVE_BYTES_PER_POINT);
-    let mut names: Vec<String> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = Default::default();
-    let mut series: Vec<Vec<(i64, f64)>> = Vec::new();
+    let mut by_name = ByName::default();
     for (m, b) in metric.iter().zip(points.iter()) {
         pgrx::check_for_interrupts!();
         let (Some(m), Some(b)) = (m, b) else {
             continue;
         };
-        let k = *index.entry(m.to_string()).or_insert_with(|| {
-            names.push(m.to_string());
-            series.push(Vec::new());
-            names.len() - 1
-        });
         // The memory was reserved for all of them above.
-        crate::points::unpack(b, 0, &mut series[k]);
+        crate::points::unpack(b, 0, by_name.series(m));
     }
-    TableIterator::new(collective_rows(names, series, report_from, min_risk, host))
+    let ByName { names, series, .. } = by_name;
+    TableIterator::new(collective_rows(names, series, &params, host))
 }
 
 /// Splits parallel (metric, ts, value) arrays into one time series per metric (first-seen
@@ -188,9 +204,7 @@ fn host_series(
         .report(PgLogLevel::ERROR);
     }
     reserve_memory(ts.len(), COLLECTIVE_BYTES_PER_POINT);
-    let mut names: Vec<String> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = Default::default();
-    let mut series: Vec<Vec<(i64, f64)>> = Vec::new();
+    let mut by_name = ByName::default();
     for (i, ((m, t), v)) in metric.iter().zip(ts.iter()).zip(value.iter()).enumerate() {
         if i % 65_536 == 0 {
             pgrx::check_for_interrupts!();
@@ -201,14 +215,9 @@ fn host_series(
         let Some(t) = unix_us(t).filter(|_| coherence_core::usable_value(v)) else {
             continue;
         };
-        let k = *index.entry(m.to_string()).or_insert_with(|| {
-            names.push(m.to_string());
-            series.push(Vec::new());
-            names.len() - 1
-        });
-        series[k].push((t, v));
+        by_name.series(m).push((t, v));
     }
-    (names, series)
+    (by_name.names, by_name.series)
 }
 
 /// The metrics of one host (parallel arrays) that deviated during [from, until] against their
