@@ -136,6 +136,8 @@ COMMENT ON FUNCTION coherence.find_collective(text[], timestamptz[], double prec
     'Collective anomalies of one host given as parallel arrays (metric, ts, value): times when several metrics move together, each perhaps within its own normal range (windowed robust scores standardized per metric and combined; see docs/detection.md). One row per member metric of each event: its onset, value and expected value at the peak, mean evidence (score, signed), share of the evidence, the event''s risk and a summary. E.g. SELECT metric, share, risk FROM coherence.find_collective(ARRAY[...], ARRAY[...], ARRAY[...]);';
 COMMENT ON FUNCTION coherence.find_events_points(bytea, integer, double precision, text, integer, timestamptz, double precision, text, text, double precision) IS
     'coherence.find_events for one series packed by the aggregate coherence.points(ts, value): the same detectors, parameters and rows; what coherence.detect_events runs on every series. E.g. SELECT e.kind, e.risk FROM (SELECT coherence.points("timestamp", value) AS p FROM coherence.metrics WHERE host = ''host-stressed'' AND metric_name = ''cpu'') s CROSS JOIN LATERAL coherence.find_events_points(s.p, host => ''host-stressed'', metric => ''cpu'') e;';
+COMMENT ON FUNCTION coherence.find_host_events_points(text[], bytea[], integer[], double precision[], text[], double precision[], double precision[], timestamptz, double precision, text) IS
+    'Every detector over one host''s metrics in one pass: parallel arrays of metric names, their points packed by coherence.points(ts, value), and optional per-metric settings (window_points, threshold, direction, capacity, min_risk; a NULL array or element takes the default); each metric''s own rows as coherence.find_events_points gives them and the host''s collective rows as coherence.find_collective_points gives them (one a member, detector collective, risk at least collective_min_risk), each metric analysed once for both. What coherence.detect_all runs on every host. E.g. SELECT e.metric, e.detector, e.risk FROM (SELECT array_agg(metric_name) AS m, array_agg(p) AS p FROM (SELECT metric_name, coherence.points("timestamp", value) AS p FROM coherence.metrics WHERE host = ''host-stressed'' GROUP BY metric_name) x) h CROSS JOIN LATERAL coherence.find_host_events_points(h.m, h.p, host => ''host-stressed'') e;';
 COMMENT ON FUNCTION coherence.find_collective_points(text[], bytea[], timestamptz, double precision, text) IS
     'coherence.find_collective for one host whose metrics come as parallel arrays of names and their points packed by coherence.points(ts, value) (a name given twice joins its points; metrics are taken in name order): the same rows; what coherence.detect_collective runs on every host. E.g. SELECT c.metric, c.risk FROM (SELECT array_agg(metric_name) AS m, array_agg(p) AS p FROM (SELECT metric_name, coherence.points("timestamp", value) AS p FROM coherence.metrics WHERE host = ''host-stressed'' GROUP BY metric_name) x) h CROSS JOIN LATERAL coherence.find_collective_points(h.m, h.p, host => ''host-stressed'') c;';
 COMMENT ON FUNCTION coherence.series_events(timestamptz[], double precision[], integer, double precision, text, integer) IS
@@ -307,6 +309,88 @@ $fn$;
 
 COMMENT ON FUNCTION coherence.detect_collective(timestamptz, timestamptz, interval, double precision) IS
     'Collective anomalies of every host with 3+ metrics in coherence.metrics and numeric coherence.signal_events that end in [since, until), judged against lookback (default 7 days) of history: one row per member metric (kind collective, detector collective), in the columns of detect_events. E.g. SELECT host, metric, summary FROM coherence.detect_collective(now() - interval ''1 hour'', now()) WHERE risk >= 0.5;';
+
+-- Both detectors in one pass: each series packed once, each host's series analysed once for
+-- their own events and for the host's collective events (coherence.find_host_events_points).
+-- The rows are those of detect_events and detect_collective together.
+CREATE FUNCTION coherence.detect_all(since timestamptz, until timestamptz,
+                                     lookback interval DEFAULT interval '7 days',
+                                     min_risk double precision DEFAULT NULL)
+RETURNS TABLE (
+    host       text,
+    metric     text,
+    detector   text,
+    kind       text,
+    started_at timestamptz,
+    ended_at   timestamptz,
+    peak_at    timestamptz,
+    peak_value double precision,
+    baseline   double precision,
+    score      double precision,
+    risk       double precision,
+    summary    text
+)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_rules boolean;
+BEGIN
+    -- Not STRICT, so that min_risk may be NULL (the default); NULL times give no rows.
+    IF since IS NULL OR until IS NULL OR lookback IS NULL THEN
+        RETURN;
+    END IF;
+    IF since >= until THEN
+        RAISE EXCEPTION 'since must be earlier than until'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('since = %s, until = %s', since, until),
+                  HINT = 'Example: SELECT * FROM coherence.detect_all(now() - interval ''1 hour'', now());';
+    END IF;
+    IF lookback < interval '0' THEN
+        RAISE EXCEPTION 'lookback must not be negative'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('lookback = %s', lookback),
+                  HINT = 'The default is interval ''7 days'' of history before since.';
+    END IF;
+    v_rules := EXISTS (SELECT 1 FROM coherence.series_rules);
+    RETURN QUERY
+    WITH series AS (
+        -- One packed value a series, grouped as detect_events groups them.
+        SELECT s.host, s.metric, coherence.points(s.ts, s.value) AS p
+          FROM coherence.samples(since - lookback, until) s
+         GROUP BY s.host, s.metric
+    ), hosts AS (
+        -- A host's series with their settings (coherence.series_rules; NULL takes the
+        -- default, an explicit min_risk argument wins over the rules').
+        SELECT se.host, array_agg(se.metric) AS m, array_agg(se.p) AS p,
+               array_agg(st.window_points) AS window_points, array_agg(st.threshold) AS threshold,
+               array_agg(st.direction) AS direction, array_agg(st.capacity) AS capacity,
+               array_agg(coalesce(detect_all.min_risk, st.min_risk)) AS min_risk
+          FROM series se
+          LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(se.host, se.metric) WHERE v_rules) st ON true
+         GROUP BY se.host
+    )
+    SELECT h.host, e.metric, e.detector, e.kind, e.started_at, e.ended_at, e.peak_at,
+           e.peak_value, e.baseline, e.score, e.risk, e.summary
+      FROM hosts h
+     CROSS JOIN LATERAL coherence.find_host_events_points(h.m, h.p, h.window_points, h.threshold,
+                                                   h.direction, h.capacity, h.min_risk,
+                                                   report_from => since,
+                                                   collective_min_risk => detect_all.min_risk,
+                                                   host => h.host) e
+      -- A series' own detectors as its rules say (detect_events); collective rows as
+      -- detect_collective gives them.
+      LEFT JOIN LATERAL (SELECT st.detectors FROM coherence.series_settings(h.host, e.metric) st
+                          WHERE v_rules AND e.detector <> 'collective') d ON true
+     WHERE d.detectors IS NULL OR e.detector = ANY (d.detectors)
+     ORDER BY e.started_at, h.host, e.metric, e.detector;
+END
+$fn$;
+
+COMMENT ON FUNCTION coherence.detect_all(timestamptz, timestamptz, interval, double precision) IS
+    'The rows of coherence.detect_events and coherence.detect_collective together (same arguments and columns; collective rows have detector collective), in one pass: each series is read and analysed once for both detectors. What coherence.run_detection runs. E.g. SELECT detector, count(*) FROM coherence.detect_all(now() - interval ''1 hour'', now()) GROUP BY 1;';
 
 -- The metrics of a host involved in an incident beyond those whose anomalies formed it: the
 -- ranking's tail (see docs/incidents.md). The host's metrics are those of

@@ -169,7 +169,7 @@ DECLARE
     v_updated    integer := 0;
     v_resolved   integer := 0;
     v_signals    jsonb;
-    v_coll       jsonb;
+    v_collective boolean;
     v_samples    jsonb;
     v_incidents  jsonb;
     inc          jsonb;
@@ -320,40 +320,40 @@ BEGIN
     IF v_new_min IS NOT NULL THEN
         v_until := v_data_now + interval '1 microsecond';
 
-        -- Collective anomalies first, on their own: a host too large for them (out of
-        -- memory, array limits) costs its collective events, with a WARNING, not the run.
-        BEGIN
-            SELECT coalesce(jsonb_agg(to_jsonb(c)), '[]'::jsonb) INTO v_coll
-              FROM coherence.detect_collective(v_new_min, v_until, v_new_min - v_since) c;
-        EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
-            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
-                USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
-            v_coll := '[]'::jsonb;
-        END;
-
         -- 1. Anomalies: insert new, update grown ones, leave unchanged ones untouched.
-        WITH ev AS (
-            SELECT d.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) d
+        --    Every series' own events and every host's collective events come from one pass
+        --    (coherence.detect_all). A host too large for the collective detector (out of
+        --    memory, array limits) costs the collective events, with a WARNING, not the run:
+        --    the statement runs again with the series' own events alone (detect_events).
+        v_collective := true;
+        LOOP
+        BEGIN
+        WITH found AS (
+            SELECT f.* FROM coherence.detect_all(v_new_min, v_until, v_new_min - v_since, 0) f
+             WHERE v_collective
+            UNION ALL
+            SELECT f.* FROM coherence.detect_events(v_new_min, v_until, v_new_min - v_since, 0) f
+             WHERE NOT v_collective
+        ), ev AS (
+            SELECT d.* FROM found d
               LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(d.host, d.metric) WHERE v_rules) st ON true
-             WHERE d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
+             WHERE d.detector <> 'collective'
+               AND (d.risk >= coalesce(st.min_risk, coherence.default_min_risk())
                 -- Context of an error burst: a robust event on the host that ends at most
                 -- `tolerance` before an error is kept whatever its risk (routine for the series
                 -- alone, it still explains the burst; the burst is the news).
                 OR (d.detector = 'robust' AND EXISTS (
                        SELECT 1 FROM coherence.signal_events e
                         WHERE e.host = d.host AND e.severity = 'error'
-                          AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance))
+                          AND e.ts >= d.started_at AND e.ts <= d.ended_at + tolerance)))
             UNION ALL
-            -- Metrics of a host moving together (one row per member metric).
-            SELECT c.host, c.metric, c.detector, c.kind, c.started_at, c.ended_at, c.peak_at,
-                   c.peak_value, c.baseline, c.score, c.risk, c.summary
-              FROM jsonb_to_recordset(v_coll) AS c(host text, metric text, detector text, kind text,
-                   started_at timestamptz, ended_at timestamptz, peak_at timestamptz,
-                   peak_value double precision, baseline double precision, score double precision,
-                   risk double precision, summary text)
+            -- Metrics of a host moving together (one row per member metric), at the default
+            -- risk floor and the series' own.
+            SELECT c.* FROM found c
               LEFT JOIN LATERAL (SELECT * FROM coherence.series_settings(c.host, c.metric) WHERE v_rules) st ON true
-             WHERE (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
-               AND c.risk >= coalesce(st.min_risk, 0)
+             WHERE c.detector = 'collective'
+               AND (st.detectors IS NULL OR 'collective' = ANY (st.detectors))
+               AND c.risk >= greatest(coherence.default_min_risk(), coalesce(st.min_risk, 0))
             UNION ALL
             -- Series that stopped reporting, against their own cadence, at data time (never
             -- ahead of the clock: a host whose clock runs fast must not silence the others).
@@ -389,6 +389,16 @@ BEGIN
             RETURNING 1
         )
         SELECT count(*) INTO v_anoms FROM up;
+        EXIT;
+        EXCEPTION WHEN out_of_memory OR program_limit_exceeded OR array_subscript_error THEN
+            IF NOT v_collective THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
+                USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
+            v_collective := false;
+        END;
+        END LOOP;
 
         -- 2. Correlate anomalies and error events of the range. Anomalies shorter than their
         --    series' min_duration (coherence.series_rules) are recorded but join no incident.

@@ -308,6 +308,50 @@ SELECT r->'since' = (:'run_by_0_7_0'::jsonb)->'since' AS same_since,
   FROM coherence.run_detection(full_rescan => true) r;
 SELECT count(*) AS incidents, count(DISTINCT host) AS hosts FROM coherence.incidents WHERE status <> 'merged';
 
+-- Path 7: 0.8.0 with data (two hosts of six metrics with N(0, 1) noise; on api-1 a spike on
+-- cpu and the six metrics dipping 1.5σ together for ten minutes), run by 0.8.0's job, updated
+-- to the current version: every row kept, the same extension as a fresh install, and a full
+-- rescan by the new job (one detect_all pass instead of detect_collective and detect_events)
+-- finds every anomaly 0.8.0's job wrote, the collective ones too, and changes none.
+DROP EXTENSION coherence CASCADE;
+CREATE EXTENSION coherence VERSION '0.8.0';
+SELECT count(*) > 0 AS partitions_made FROM coherence.create_partitions(since => '2025-12-11');
+CREATE FUNCTION pg_temp.noise(k int, i int) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+    SELECT sqrt(-2 * ln(greatest(u1, 1e-12))) * cos(2 * pi() * u2)
+      FROM (SELECT ((abs(hashint4(k * 100003 + i)) % 1000000) + 0.5) / 1000000.0 AS u1,
+                   ((abs(hashint4(k * 7919 + i * 31 + 17)) % 1000000) + 0.5) / 1000000.0 AS u2) s
+$$;
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT h.name, m.name, 50 + pg_temp.noise(h.k * 10 + m.k, i)
+             + CASE WHEN h.k = 1 AND m.k = 1 AND i BETWEEN 3000 AND 3002 THEN 12.0
+                    WHEN h.k = 1 AND i >= 3480 AND i < 3490 THEN -1.5 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM (VALUES (1, 'api-1'), (2, 'api-2')) h(k, name),
+       (VALUES (1, 'cpu'), (2, 'memory'), (3, 'disk_io'), (4, 'net_rx'), (5, 'net_tx'), (6, 'qps')) m(k, name),
+       generate_series(0, 3 * 1440 - 1) i;
+SELECT coherence.run_detection() - 'run' AS run_by_0_8_0 \gset
+SELECT :'run_by_0_8_0'::jsonb - 'run' AS first_run_by_0_8_0;
+SELECT detector, count(*) AS anomalies FROM coherence.anomalies GROUP BY 1 ORDER BY 1;
+CREATE TEMP TABLE before7 AS :rows_md5;
+ALTER EXTENSION coherence UPDATE;
+CREATE TEMP TABLE after7 AS :rows_md5;
+SELECT extversion, b.metric_rows, b.metrics = a.metrics AS metrics_same, b.events IS NOT DISTINCT FROM a.events AS events_same,
+       b.anomalies = a.anomalies AS anomalies_same, b.incidents = a.incidents AS incidents_same, b.runs = a.runs AS runs_same
+  FROM pg_extension, before7 b, after7 a WHERE extname = 'coherence';
+:fingerprint \gset upgraded7_
+SELECT :'upgraded7_functions' = :'fresh_functions' AS functions_as_fresh,
+       :'upgraded7_members' = :'fresh_members' AS members_as_fresh,
+       :'upgraded7_columns' = :'fresh_columns' AS columns_as_fresh,
+       :'upgraded7_relations' = :'fresh_relations' AS relations_as_fresh,
+       :'upgraded7_constraints' = :'fresh_constraints' AS constraints_as_fresh,
+       :'upgraded7_triggers' = :'fresh_triggers' AS triggers_as_fresh;
+SELECT r->'since' = (:'run_by_0_8_0'::jsonb)->'since' AS same_since,
+       r->'until' = (:'run_by_0_8_0'::jsonb)->'until' AS same_until,
+       r->'anomalies_changed' AS anomalies_changed, r ? 'error' AS job_failed
+  FROM coherence.run_detection(full_rescan => true) r;
+CREATE TEMP TABLE rescanned7 AS :rows_md5;
+SELECT b.anomalies = a.anomalies AS anomalies_same FROM before7 b, rescanned7 a;
+
 \c coherence_regress
 SET client_min_messages = warning;
 DROP DATABASE coherence_upgrade_test;

@@ -52,6 +52,34 @@ SELECT r->>'metric' AS metric, r->>'kind' AS kind, (r->>'score')::float8 > 0 AS 
   FROM coherence.incidents i, jsonb_array_elements(i.ranking) r
  WHERE i.status <> 'merged' LIMIT 1;
 
+-- One pass for both detectors (coherence.detect_all, what run_detection runs): exactly the rows
+-- of detect_events and detect_collective together, at any min_risk, without and with
+-- per-series rules (a threshold and detectors on one series, a window and min_risk on another:
+-- those series are scored for the collective detector on their own).
+CREATE FUNCTION pg_temp.both_ways(min_risk float8) RETURNS TABLE (all_rows bigint, collective_rows bigint, same_rows boolean)
+LANGUAGE sql AS $$
+    SELECT (SELECT count(*) FROM coherence.detect_all('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', min_risk)),
+           (SELECT count(*) FROM coherence.detect_all('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', min_risk)
+             WHERE detector = 'collective'),
+           (SELECT array_agg(a ORDER BY a) FROM coherence.detect_all('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', min_risk) a)
+         = (SELECT array_agg(a ORDER BY a) FROM (
+                SELECT * FROM coherence.detect_events('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', min_risk)
+                UNION ALL
+                SELECT * FROM coherence.detect_collective('2025-12-13 00:00', '2025-12-14 00:00', interval '2 days', min_risk)) a)
+$$;
+SELECT * FROM pg_temp.both_ways(0);
+SELECT * FROM pg_temp.both_ways(NULL);
+INSERT INTO coherence.series_rules (host_pattern, metric_pattern, threshold, detectors)
+VALUES ('db-1', 'cpu_wait', 4, '{robust,collective}');
+INSERT INTO coherence.series_rules (host_pattern, metric_pattern, window_points, min_risk)
+VALUES ('db-2', 'm1', 50, 0.5);
+SELECT * FROM pg_temp.both_ways(0);
+SELECT * FROM pg_temp.both_ways(NULL);
+DELETE FROM coherence.series_rules;
+-- A host's metrics analysed together: per-metric settings are parallel to the metrics.
+SELECT count(*) FROM coherence.find_host_events_points(ARRAY['a', 'b'], ARRAY[NULL, NULL]::bytea[], threshold => ARRAY[5.0]);
+SELECT count(*) FROM coherence.find_host_events_points(ARRAY['a', 'a'], ARRAY['\x'::bytea, '\x'::bytea]);
+
 -- docs/detection.md: collective anomalies of any table.
 SELECT c.metric, c.started_at, round(c.share::numeric, 2) > 0 AS has_share, round(c.risk::numeric, 2) > 0 AS has_risk
   FROM (SELECT array_agg(metric_name) AS m, array_agg("timestamp") AS ts, array_agg(value) AS v

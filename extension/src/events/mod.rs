@@ -219,34 +219,44 @@ fn found_rows(
     capacity: Option<f64>,
 ) -> Vec<FoundRow> {
     let (host, metric) = (host.unwrap_or("series"), metric.unwrap_or("value"));
+    let metric_params = with_capacity(params, metric, capacity);
+    analyze_with(pts, &metric_params, &mut interrupt_check)
+        .events
+        .into_iter()
+        .map(|e| found_row(e, host, metric))
+        .collect()
+}
+
+/// `params` with the metric's capacity for time to exhaustion: `capacity`, or by default
+/// `coherence.metric_capacity(metric)`; a capacity that is not positive and finite is an error.
+fn with_capacity(params: EventParams, metric: &str, capacity: Option<f64>) -> EventParams {
     if capacity.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
         invalid_parameter(
             "capacity must be a positive finite number",
             "It is the value at which a leaking series is exhausted, e.g. 100 for a percentage; NULL takes coherence.metric_capacity(metric).",
         );
     }
-    let mut metric_params = params;
-    metric_params.trend.capacity = capacity.or_else(|| metric_capacity(metric));
-    analyze_with(pts, &metric_params, &mut interrupt_check)
-        .events
-        .into_iter()
-        .map(|e| {
-            let summary = e.summary(host, metric);
-            (
-                e.kind.to_string(),
-                e.kind.detector().to_string(),
-                ts_of(e.started_at),
-                ts_of(e.ended_at),
-                ts_of(e.peak_at),
-                e.peak_value,
-                e.baseline,
-                e.peak_score,
-                e.points as i64,
-                e.risk,
-                summary,
-            )
-        })
-        .collect()
+    let mut p = params;
+    p.trend.capacity = capacity.or_else(|| metric_capacity(metric));
+    p
+}
+
+/// One event of `host:metric` as a row of `find_events`.
+fn found_row(e: AnomalyEvent, host: &str, metric: &str) -> FoundRow {
+    let summary = e.summary(host, metric);
+    (
+        e.kind.to_string(),
+        e.kind.detector().to_string(),
+        ts_of(e.started_at),
+        ts_of(e.ended_at),
+        ts_of(e.peak_at),
+        e.peak_value,
+        e.baseline,
+        e.peak_score,
+        e.points as i64,
+        e.risk,
+        summary,
+    )
 }
 
 /// Anomaly events of one series given as arrays (any order): every detector of

@@ -101,7 +101,9 @@ pub struct CollectiveEvent {
     pub members: Vec<Member>,
 }
 
-struct Scored {
+/// One metric's scores as the collective detector takes them ([`score_series`], or
+/// [`super::analyze_scored`] beside the metric's own analysis).
+pub struct Scored {
     ts: Vec<i64>,
     x: Vec<f64>,
     z: Vec<f64>,
@@ -110,7 +112,35 @@ struct Scored {
     step: i64,
 }
 
-fn score_series(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Option<Scored> {
+impl Scored {
+    /// From a level scan without a CUSUM of the series' time-sorted points (`ts`, `x`), on
+    /// the values less the trend of slope `slope_us` (value units a µs).
+    pub(crate) fn new(ts: Vec<i64>, x: Vec<f64>, s: level::Scores, slope_us: f64) -> Scored {
+        let tau = level::tau_of(&s.z);
+        let t0 = ts[0];
+        let baseline = ts
+            .iter()
+            .zip(&s.baseline)
+            .map(|(t, b)| b + slope_us * (*t as f64 - t0 as f64))
+            .collect();
+        Scored {
+            step: super::season::median_step(&ts),
+            ts,
+            x,
+            z: s.z,
+            baseline,
+            tau,
+        }
+    }
+}
+
+/// A metric's scores for the collective detector (`None` with too little history): prepared
+/// as the single-series detector prepares it, and scanned without a CUSUM.
+pub fn score_series(
+    points: &[(i64, f64)],
+    p: &EventParams,
+    tick: &mut dyn FnMut(),
+) -> Option<Scored> {
     let mut season = SeasonReport::default();
     let prep = super::prepare(points, p, &mut season)?;
     let q = super::window::quantum(&prep.xd);
@@ -124,22 +154,7 @@ fn score_series(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) 
         prep.per_day,
         tick,
     );
-    let tau = level::tau_of(&s.z);
-    let t0 = prep.ts[0];
-    let baseline = prep
-        .ts
-        .iter()
-        .zip(&s.baseline)
-        .map(|(t, b)| b + prep.slope_us * (*t as f64 - t0 as f64))
-        .collect();
-    Some(Scored {
-        step: super::season::median_step(&prep.ts),
-        ts: prep.ts,
-        x: prep.x,
-        z: s.z,
-        baseline,
-        tau,
-    })
+    Some(Scored::new(prep.ts, prep.x, s, prep.slope_us))
 }
 
 /// Collective events of one host from its metrics' points (one list per metric, any order).
@@ -159,6 +174,22 @@ pub fn collective_events_with(
     cp: &CollectiveParams,
     tick: &mut dyn FnMut(),
 ) -> Vec<CollectiveEvent> {
+    let scored: Vec<Option<Scored>> = series
+        .iter()
+        .map(|pts| score_series(pts, p, tick))
+        .collect();
+    collective_events_scored(scored, p, cp, tick)
+}
+
+/// [`collective_events_with`] of metrics already scored (one element a metric; `None`: too
+/// little history), as [`score_series`] or [`super::analyze_scored`] with parameters that
+/// score as `p` does ([`super::scores_as`]) give them.
+pub fn collective_events_scored(
+    scored: Vec<Option<Scored>>,
+    p: &EventParams,
+    cp: &CollectiveParams,
+    tick: &mut dyn FnMut(),
+) -> Vec<CollectiveEvent> {
     let CollectiveParams {
         window,
         clip,
@@ -168,10 +199,10 @@ pub fn collective_events_with(
         min_members,
         merge_gap,
     } = *cp;
-    let scored: Vec<(usize, Scored)> = series
-        .iter()
+    let scored: Vec<(usize, Scored)> = scored
+        .into_iter()
         .enumerate()
-        .filter_map(|(i, pts)| score_series(pts, p, tick).map(|s| (i, s)))
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
         .collect();
     if scored.len() < MIN_METRICS {
         return Vec::new();
@@ -486,6 +517,79 @@ mod tests {
             "risk {}",
             e.risk
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        #[test]
+        fn scores_taken_from_each_metrics_own_analysis_give_the_same_events(
+            seed in 0u64..1_000_000,
+            shifts in proptest::collection::vec((0usize..5, 0usize..4000, -6.0f64..6.0, 1usize..600), 0..4),
+            spikes in proptest::collection::vec((0usize..5, 0usize..4000, -30.0f64..30.0), 0..6),
+            daily in proptest::bool::ANY,
+            ramp in proptest::bool::ANY,
+            dip in 0usize..4000,
+        ) {
+            // Five metrics of 3 days of minutes: noise, maybe a daily wave, maybe a ramp on
+            // metric 0, level shifts (CUSUM alarms: the rescan path) and spikes, and four of
+            // them dipping 1.5σ together for ten minutes.
+            let mut r = crate::rng::Rng::new(seed);
+            let n = 3 * 1440;
+            let series: Vec<Vec<(i64, f64)>> = (0..5)
+                .map(|m| {
+                    (0..n)
+                        .map(|i| {
+                            let mut v = 50.0 + r.normal();
+                            if daily {
+                                v += 5.0 * (i as f64 * std::f64::consts::TAU / 1440.0).sin();
+                            }
+                            if ramp && m == 0 {
+                                v += i as f64 * 0.01;
+                            }
+                            for (k, at, size, len) in &shifts {
+                                if *k == m && i >= *at && i < at + len {
+                                    v += size;
+                                }
+                            }
+                            for (k, at, size) in &spikes {
+                                if *k == m && i == *at {
+                                    v += size;
+                                }
+                            }
+                            if m < 4 && (dip..dip + 10).contains(&i) {
+                                v -= 1.5;
+                            }
+                            (T0 + i as i64 * MIN, v)
+                        })
+                        .collect()
+                })
+                .collect();
+            let p = EventParams { min_risk: 0.0, ..EventParams::default() };
+            let mut scored = Vec::new();
+            for pts in &series {
+                let (analysis, s) = crate::events::analyze_scored(pts, &p, &mut || {});
+                proptest::prop_assert_eq!(
+                    format!("{:?}", analysis),
+                    format!("{:?}", crate::events::analyze(pts, &p))
+                );
+                scored.push(s);
+            }
+            let shared = collective_events_scored(scored, &p, &CollectiveParams::default(), &mut || {});
+            proptest::prop_assert_eq!(
+                format!("{shared:?}"),
+                format!("{:?}", collective_events(&series, &p, &mut || {}))
+            );
+        }
+    }
+
+    #[test]
+    fn scoring_agrees_whatever_the_reporting_settings_but_not_with_another_window() {
+        let d = EventParams::default();
+        let mut reporting = EventParams { min_risk: 0.9, report_from: 12345, ..d };
+        reporting.trend.capacity = Some(100.0);
+        assert!(crate::events::scores_as(&d, &reporting));
+        assert!(!crate::events::scores_as(&d, &EventParams { window: 100, ..d }));
+        assert!(!crate::events::scores_as(&d, &EventParams { threshold: 6.0, ..d }));
     }
 
     #[test]

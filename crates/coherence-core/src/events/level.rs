@@ -360,11 +360,12 @@ pub(crate) fn scan(
     (s.out, s.shifts, s.first_restart)
 }
 
-/// [`scan`] at `tau` (`Some`), given the same series' scan `first` at another τ whose first
-/// alarm was at `first_restart`. Until either pass alarms, the two passes see the same windows
-/// and so give the same scores (the CUSUM only acts through its restarts): this replays the
-/// new CUSUM over `first`'s scores up to the first alarm of either, rebuilds the windows there
-/// from the scores, and scans on. `None` when neither alarms: the pass would be `first` again.
+/// [`scan`] at `tau` (`Some`: with the CUSUM at that τ; `None`: without a CUSUM), given the
+/// same series' scan `first` at another τ whose first alarm was at `first_restart`. Until
+/// either pass alarms, the two passes see the same windows and so give the same scores (the
+/// CUSUM only acts through its restarts): this replays the new CUSUM over `first`'s scores up
+/// to the first alarm of either, rebuilds the windows there from the scores, and scans on.
+/// `None` when neither alarms: the pass would be `first` again.
 /// Gives exactly what [`scan`] gives, for parameters that pass [`EventParams::validate`] (a
 /// window of 0 points, say, would fill differently).
 #[allow(clippy::too_many_arguments)]
@@ -373,7 +374,7 @@ pub(crate) fn rescan(
     x: &[f64],
     sh: &Shared,
     p: &EventParams,
-    tau: f64,
+    tau: Option<f64>,
     per_day: f64,
     first: &Scores,
     first_restart: Option<usize>,
@@ -383,7 +384,7 @@ pub(crate) fn rescan(
     if n == 0 {
         return None;
     }
-    let mut s = Scanner::new(ts, x, sh, p, Some(tau), per_day);
+    let mut s = Scanner::new(ts, x, sh, p, tau, per_day);
     let last = first_restart.unwrap_or(n - 1);
     let mut alarm = None;
     let mut at = last;
@@ -570,12 +571,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn a_rescan_from_the_first_alarm_gives_exactly_what_a_full_scan_gives(
+        fn a_rescan_from_the_first_alarm_gives_exactly_what_a_full_scan_gives_with_or_without_a_cusum(
             seed in 0u64..1_000_000,
             n in 30usize..900,
             shifts in proptest::collection::vec((0usize..900, -12.0f64..12.0, 1usize..200), 0..4),
             spikes in proptest::collection::vec((0usize..900, -40.0f64..40.0), 0..6),
-            tau in prop_oneof![Just(1.0f64), 1.0f64..40.0],
+            // None: no CUSUM at all (the collective detector's scores).
+            tau in prop_oneof![Just(Some(1.0f64)), (1.0f64..40.0).prop_map(Some), Just(None)],
             period in prop_oneof![Just(None), Just(Some(48i64))],
             direction in prop_oneof![Just(Direction::Both), Just(Direction::Up), Just(Direction::Down)],
             rounded in any::<bool>(),
@@ -608,7 +610,7 @@ mod tests {
             };
             let sh = shared(&ts, &x, crate::events::window::quantum(&x), period.map(|k| k * 60), &p, &mut || {});
             let (first, first_shifts, first_restart) = scan(&ts, &x, &sh, &p, Some(1.0), 1440.0, &mut || {});
-            let (full, full_shifts, _) = scan(&ts, &x, &sh, &p, Some(tau), 1440.0, &mut || {});
+            let (full, full_shifts, _) = scan(&ts, &x, &sh, &p, tau, 1440.0, &mut || {});
             match rescan(&ts, &x, &sh, &p, tau, 1440.0, &first, first_restart, &mut || {}) {
                 Some((again, again_shifts)) => {
                     prop_assert_eq!(bits(&again), bits(&full));

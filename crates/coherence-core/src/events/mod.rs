@@ -453,6 +453,9 @@ struct LevelPasses {
     second: Option<level::Scores>,
     /// The level shifts of the final pass.
     shifts: Vec<AnomalyEvent>,
+    /// What the passes shared, and pass 1's first alarm (for [`collective_scores`]).
+    shared: level::Shared,
+    first_restart: Option<usize>,
 }
 
 fn level_passes(
@@ -469,19 +472,18 @@ fn level_passes(
         level::scan(ts, xd, &sh, p, Some(1.0), per_day, tick);
     let tau = level::tau_of(&first.z);
     let second = (tau != 1.0)
-        .then(|| level::rescan(ts, xd, &sh, p, tau, per_day, &first, first_restart, tick))
+        .then(|| level::rescan(ts, xd, &sh, p, Some(tau), per_day, &first, first_restart, tick))
         .flatten();
-    match second {
-        None => LevelPasses {
-            first,
-            second: None,
-            shifts: first_shifts,
-        },
-        Some((second, shifts)) => LevelPasses {
-            first,
-            second: Some(second),
-            shifts,
-        },
+    let (second, shifts) = match second {
+        None => (None, first_shifts),
+        Some((second, shifts)) => (Some(second), shifts),
+    };
+    LevelPasses {
+        first,
+        second,
+        shifts,
+        shared: sh,
+        first_restart,
     }
 }
 
@@ -494,9 +496,46 @@ pub fn analyze(points: &[(i64, f64)], p: &EventParams) -> Analysis {
 /// [`analyze`], calling `tick` every few thousand points of work (PostgreSQL passes its
 /// interrupt check, so a long series can be cancelled; `tick` may not return).
 pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut()) -> Analysis {
+    analyze_inner(points, p, tick, false).0
+}
+
+/// [`analyze_with`], and the series' scores as the collective detector takes them
+/// ([`collective::score_series`]: the level scan without a CUSUM), made from this analysis'
+/// preparation and pass 1 (exactly, see [`level::rescan`]) instead of preparing and scanning
+/// the series again. The scores are `None` with too little history. They are the collective
+/// detector's only when `p` scores as its parameters do ([`scores_as`]).
+pub fn analyze_scored(
+    points: &[(i64, f64)],
+    p: &EventParams,
+    tick: &mut dyn FnMut(),
+) -> (Analysis, Option<collective::Scored>) {
+    analyze_inner(points, p, tick, true)
+}
+
+/// Whether series analysed with `a` and `b` get the same level scores: every setting but the
+/// reporting ones (risk floor, report start) and the capacity (which only dates exhaustion).
+pub fn scores_as(a: &EventParams, b: &EventParams) -> bool {
+    let plain = |p: &EventParams| EventParams {
+        min_risk: 0.0,
+        report_from: 0,
+        trend: TrendEventParams {
+            capacity: None,
+            ..p.trend
+        },
+        ..*p
+    };
+    plain(a) == plain(b)
+}
+
+fn analyze_inner(
+    points: &[(i64, f64)],
+    p: &EventParams,
+    tick: &mut dyn FnMut(),
+    want_scores: bool,
+) -> (Analysis, Option<collective::Scored>) {
     let mut out = Analysis::default();
     let Some(prep) = prepare(points, p, &mut out.season) else {
-        return out;
+        return (out, None);
     };
     let Prepared {
         pts,
@@ -519,6 +558,8 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
         first,
         second,
         shifts,
+        shared,
+        first_restart,
     } = level_passes(&ts, &xd, q, period_us, p, per_day, tick);
     let scores = second.as_ref().unwrap_or(&first);
     tick();
@@ -564,7 +605,13 @@ pub fn analyze_with(points: &[(i64, f64)], p: &EventParams, tick: &mut dyn FnMut
             .then(a.kind.as_str().cmp(b.kind.as_str()))
     });
     out.events = events;
-    out
+    if !want_scores {
+        return (out, None);
+    }
+    // Without a CUSUM the scores are pass 1's up to its first alarm.
+    let free = level::rescan(&ts, &xd, &shared, p, None, per_day, &first, first_restart, tick)
+        .map_or(first, |(s, _)| s);
+    (out, Some(collective::Scored::new(ts, x, free, slope_us)))
 }
 
 /// One point of a series with the range the level detector considered normal there.
