@@ -46,6 +46,9 @@ COMMENT ON FUNCTION coherence.trend_deserialize(bytea, internal) IS 'Internal: d
 COMMENT ON FUNCTION coherence.trend_final(internal) IS 'Internal: final function of coherence.trend.';
 COMMENT ON FUNCTION coherence.points_trans(internal, timestamptz, double precision) IS 'Internal: transition function of coherence.points.';
 COMMENT ON FUNCTION coherence.points_final(internal) IS 'Internal: final function of coherence.points.';
+COMMENT ON FUNCTION coherence.points_combine(internal, internal) IS 'Internal: combine function of coherence.points (parallel aggregation).';
+COMMENT ON FUNCTION coherence.points_serialize(internal) IS 'Internal: serial function of coherence.points (parallel aggregation).';
+COMMENT ON FUNCTION coherence.points_deserialize(bytea, internal) IS 'Internal: deserial function of coherence.points (parallel aggregation).';
 
 -- Every numeric sample in a time range: coherence.metrics plus numeric signal_events. An
 -- inlinable SQL function (no SET clause, not STRICT: PostgreSQL does not inline strict

@@ -3,8 +3,45 @@
 -- for its own events and for the host's collective events; coherence.detect_all runs it on
 -- every host (the rows of detect_events and detect_collective together); run_detection calls
 -- detect_all instead of detect_collective and detect_events (same rows, each series read and
--- analysed once). No data changes.
+-- analysed once). coherence.points aggregates in parallel. No data changes.
 \echo Use "ALTER EXTENSION coherence UPDATE TO '0.9.0'" to load this file. \quit
+
+-- coherence.points gets parallel support: workers pack their rows of a group, the leader
+-- appends the partial states (same result; readers sort the points).
+CREATE FUNCTION coherence.points_combine(
+	"a" internal, /* Internal */
+	"b" internal /* Internal */
+) RETURNS internal /* Option < Internal > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'points_combine_wrapper';
+
+CREATE FUNCTION coherence.points_serialize(
+	"state" internal /* Internal */
+) RETURNS bytea /* & '_ [u8] */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'points_serialize_wrapper';
+
+CREATE FUNCTION coherence.points_deserialize(
+	"bytes" bytea, /* & [u8] */
+	"_unused" internal /* Internal */
+) RETURNS internal /* Internal */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'points_deserialize_wrapper';
+
+CREATE OR REPLACE AGGREGATE coherence.points(ts timestamptz, value double precision) (
+    SFUNC = coherence.points_trans, STYPE = internal,
+    FINALFUNC = coherence.points_final,
+    COMBINEFUNC = coherence.points_combine,
+    SERIALFUNC = coherence.points_serialize, DESERIALFUNC = coherence.points_deserialize,
+    PARALLEL = SAFE
+);
+
+COMMENT ON FUNCTION coherence.points_combine(internal, internal) IS 'Internal: combine function of coherence.points (parallel aggregation).';
+COMMENT ON FUNCTION coherence.points_serialize(internal) IS 'Internal: serial function of coherence.points (parallel aggregation).';
+COMMENT ON FUNCTION coherence.points_deserialize(bytea, internal) IS 'Internal: deserial function of coherence.points (parallel aggregation).';
 
 CREATE FUNCTION coherence.find_host_events_points(
 	"metric" TEXT[], /* :: std :: option :: Option < Array < & str > > */

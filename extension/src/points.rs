@@ -84,16 +84,8 @@ fn points_trans(
 ) -> Internal {
     let ctx = crate::aggregates::agg_context(fcinfo);
     if !state.initialized() {
-        // SAFETY: ctx is the live aggregate context; the state is written before use.
-        state = unsafe {
-            let p = pg_sys::MemoryContextAlloc(ctx, std::mem::size_of::<Packed>()).cast::<Packed>();
-            p.write(Packed {
-                buf: std::ptr::null_mut(),
-                len: 0,
-                cap: 0,
-            });
-            Internal::from(Some(pg_sys::Datum::from(p)))
-        };
+        // SAFETY: ctx is the live aggregate context.
+        state = unsafe { new_packed(ctx) };
     }
     if let (Some(t), Some(v)) = (ts.and_then(unix_us), value) {
         // SAFETY: this aggregate's state is always a Packed, created above in ctx.
@@ -107,6 +99,118 @@ fn points_trans(
         };
     }
     state
+}
+
+/// Appends `n` packed points at `src` to `s` (growing the buffer in `ctx` to at least the sum,
+/// by a quarter at least).
+///
+/// # Safety
+/// As for [`push`]; `src` holds `n` points and does not overlap `s`'s buffer.
+unsafe fn append(s: &mut Packed, ctx: pg_sys::MemoryContext, src: *const u8, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let need = s.len.saturating_add(n);
+    if need > MAX_POINTS {
+        too_many_points();
+    }
+    if need > s.cap {
+        let cap = need.max(s.cap + s.cap / 4).clamp(64, MAX_POINTS);
+        // SAFETY: see the function's contract; both calls raise an ERROR on failure.
+        s.buf = unsafe {
+            if s.buf.is_null() {
+                pg_sys::MemoryContextAllocHuge(ctx, cap * POINT_BYTES).cast()
+            } else {
+                pg_sys::repalloc_huge(s.buf.cast(), cap * POINT_BYTES).cast()
+            }
+        };
+        s.cap = cap;
+    }
+    // SAFETY: the buffer has room for `need` points; src holds n and does not overlap it.
+    unsafe { std::ptr::copy_nonoverlapping(src, s.buf.add(s.len * POINT_BYTES), n * POINT_BYTES) };
+    s.len = need;
+}
+
+/// A new, empty state in `ctx`.
+///
+/// # Safety
+/// `ctx` is a live memory context that outlives every use of the state.
+unsafe fn new_packed(ctx: pg_sys::MemoryContext) -> Internal {
+    // SAFETY: sized and aligned for a Packed (palloc is MAXALIGNed), written before use.
+    unsafe {
+        let p = pg_sys::MemoryContextAlloc(ctx, std::mem::size_of::<Packed>()).cast::<Packed>();
+        p.write(Packed {
+            buf: std::ptr::null_mut(),
+            len: 0,
+            cap: 0,
+        });
+        Internal::from(Some(pg_sys::Datum::from(p)))
+    }
+}
+
+/// Combine function of `coherence.points` (parallel aggregation): `b`'s points after `a`'s, in
+/// the aggregate's context (the order of the points does not matter: readers sort them).
+#[pg_extern(immutable, parallel_safe)]
+fn points_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) -> Option<Internal> {
+    let ctx = crate::aggregates::agg_context(fcinfo);
+    // SAFETY: both states of this aggregate are Packed; a and b are distinct states.
+    let (src, n) = match unsafe { b.get::<Packed>() } {
+        Some(y) => (y.buf.cast_const(), y.len),
+        None => (std::ptr::null(), 0),
+    };
+    let mut a = if a.initialized() {
+        a
+    } else if n > 0 {
+        // SAFETY: ctx is the live aggregate context.
+        unsafe { new_packed(ctx) }
+    } else {
+        return None;
+    };
+    // SAFETY: a is a Packed of this aggregate (in ctx); b's n points are its own buffer.
+    unsafe {
+        append(
+            a.get_mut::<Packed>().expect("initialized state"),
+            ctx,
+            src,
+            n,
+        )
+    };
+    Some(a)
+}
+
+/// Serial function of `coherence.points`: the packed points, as the final function gives them.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn points_serialize(state: Internal) -> &'static [u8] {
+    points_final(state).unwrap_or(&[])
+}
+
+/// Deserial function of `coherence.points`: a state over the bytes themselves, read once by
+/// the combine function in the same call context (which copies them into its own state).
+#[pg_extern(immutable, strict, parallel_safe)]
+fn points_deserialize(
+    bytes: &[u8],
+    _unused: Internal,
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Internal {
+    crate::aggregates::agg_context(fcinfo); // only ever called by an aggregate
+    if !bytes.len().is_multiple_of(POINT_BYTES) {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            "a partial coherence.points state is not a whole number of points",
+            "coherence",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+    // SAFETY: CurrentMemoryContext is live for this call and the combine call that reads the
+    // state; the bytes (the detoasted argument) live as long.
+    unsafe {
+        let mut st = new_packed(pg_sys::CurrentMemoryContext);
+        let p = st.get_mut::<Packed>().expect("initialized state");
+        p.buf = bytes.as_ptr().cast_mut();
+        p.len = bytes.len() / POINT_BYTES;
+        p.cap = p.len;
+        st
+    }
 }
 
 /// Final function of `coherence.points`: the packed points (NULL for no rows). pgrx copies the
@@ -157,12 +261,21 @@ extension_sql!(
     r#"
 -- SSPACE left at PostgreSQL's default for internal states (8 kB, as for array_agg): the state
 -- grows with the series, and the planner should plan for that, not for its empty size.
+-- Parallel: workers pack their rows of a group, the leader appends the partial states.
 CREATE AGGREGATE coherence.points(ts timestamptz, value double precision) (
     SFUNC = coherence.points_trans, STYPE = internal,
     FINALFUNC = coherence.points_final,
+    COMBINEFUNC = coherence.points_combine,
+    SERIALFUNC = coherence.points_serialize, DESERIALFUNC = coherence.points_deserialize,
     PARALLEL = SAFE
 );
 "#,
     name = "points_aggregate",
-    requires = [points_trans, points_final]
+    requires = [
+        points_trans,
+        points_final,
+        points_combine,
+        points_serialize,
+        points_deserialize
+    ]
 );

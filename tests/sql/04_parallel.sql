@@ -56,6 +56,24 @@ SELECT count(*) AS series,
            count(*) FILTER (WHERE abs(x.value - (p.sp).threshold)
                                   <= 0.1 * (abs((p.sp).threshold - (p.sp).mean) + (p.sp).stddev)) AS near
       FROM par x WHERE x.host = s.host) r ON true;
+-- coherence.points in parallel: workers pack their rows, the leader appends the parts. The
+-- packed points are the same set as a serial plan's (in another order: readers sort), so the
+-- events found on them are the same.
+EXPLAIN (COSTS OFF)
+SELECT host, coherence.points(ts, value) AS p FROM par GROUP BY host;
+CREATE TEMP TABLE parallel_points AS
+SELECT host, coherence.points(ts, value) AS p FROM par GROUP BY host;
+SET max_parallel_workers_per_gather = 0;
+CREATE TEMP TABLE serial_points AS
+SELECT host, coherence.points(ts, value) AS p FROM par GROUP BY host;
+RESET max_parallel_workers_per_gather;
+SELECT count(*) AS series,
+       count(*) FILTER (WHERE length(s.p) <> length(x.p)) AS lengths_differ,
+       count(*) FILTER (WHERE (SELECT array_agg(e ORDER BY e) FROM coherence.find_events_points(s.p, min_risk => 0) e)
+                              IS DISTINCT FROM
+                              (SELECT array_agg(e ORDER BY e) FROM coherence.find_events_points(x.p, min_risk => 0) e)) AS events_differ,
+       sum((SELECT count(*) FROM coherence.find_events_points(s.p, min_risk => 0))) AS events
+  FROM serial_points s JOIN parallel_points x USING (host);
 RESET ALL;
 DROP TABLE par;
 

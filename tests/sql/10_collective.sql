@@ -76,6 +76,11 @@ VALUES ('db-2', 'm1', 50, 0.5);
 SELECT * FROM pg_temp.both_ways(0);
 SELECT * FROM pg_temp.both_ways(NULL);
 DELETE FROM coherence.series_rules;
+-- The examples of their comments run.
+SELECT substring(obj_description(p.oid, 'pg_proc') FROM 'E\.g\. (SELECT .*);$')
+  FROM pg_proc p
+ WHERE p.pronamespace = 'coherence'::regnamespace AND p.proname IN ('detect_all', 'find_host_events_points')
+ ORDER BY p.proname \gexec
 -- A host's metrics analysed together: per-metric settings are parallel to the metrics.
 SELECT count(*) FROM coherence.find_host_events_points(ARRAY['a', 'b'], ARRAY[NULL, NULL]::bytea[], threshold => ARRAY[5.0]);
 SELECT count(*) FROM coherence.find_host_events_points(ARRAY['a', 'a'], ARRAY['\x'::bytea, '\x'::bytea]);

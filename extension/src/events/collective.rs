@@ -319,7 +319,12 @@ fn find_host_events_points(
     let collective = metrics.len() >= coherence_core::events::collective::MIN_METRICS;
     let total: usize = metrics
         .iter()
-        .map(|(_, _, i)| packed.get(*i).flatten().map_or(0, |b| b.len() / crate::points::POINT_BYTES))
+        .map(|(_, _, i)| {
+            packed
+                .get(*i)
+                .flatten()
+                .map_or(0, |b| b.len() / crate::points::POINT_BYTES)
+        })
         .sum();
     reserve_memory(
         total,

@@ -585,11 +585,24 @@ mod tests {
     #[test]
     fn scoring_agrees_whatever_the_reporting_settings_but_not_with_another_window() {
         let d = EventParams::default();
-        let mut reporting = EventParams { min_risk: 0.9, report_from: 12345, ..d };
+        let mut reporting = EventParams {
+            min_risk: 0.9,
+            report_from: 12345,
+            ..d
+        };
         reporting.trend.capacity = Some(100.0);
         assert!(crate::events::scores_as(&d, &reporting));
-        assert!(!crate::events::scores_as(&d, &EventParams { window: 100, ..d }));
-        assert!(!crate::events::scores_as(&d, &EventParams { threshold: 6.0, ..d }));
+        assert!(!crate::events::scores_as(
+            &d,
+            &EventParams { window: 100, ..d }
+        ));
+        assert!(!crate::events::scores_as(
+            &d,
+            &EventParams {
+                threshold: 6.0,
+                ..d
+            }
+        ));
     }
 
     #[test]

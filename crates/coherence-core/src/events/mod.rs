@@ -472,7 +472,19 @@ fn level_passes(
         level::scan(ts, xd, &sh, p, Some(1.0), per_day, tick);
     let tau = level::tau_of(&first.z);
     let second = (tau != 1.0)
-        .then(|| level::rescan(ts, xd, &sh, p, Some(tau), per_day, &first, first_restart, tick))
+        .then(|| {
+            level::rescan(
+                ts,
+                xd,
+                &sh,
+                p,
+                Some(tau),
+                per_day,
+                &first,
+                first_restart,
+                tick,
+            )
+        })
         .flatten();
     let (second, shifts) = match second {
         None => (None, first_shifts),
@@ -609,8 +621,18 @@ fn analyze_inner(
         return (out, None);
     }
     // Without a CUSUM the scores are pass 1's up to its first alarm.
-    let free = level::rescan(&ts, &xd, &shared, p, None, per_day, &first, first_restart, tick)
-        .map_or(first, |(s, _)| s);
+    let free = level::rescan(
+        &ts,
+        &xd,
+        &shared,
+        p,
+        None,
+        per_day,
+        &first,
+        first_restart,
+        tick,
+    )
+    .map_or(first, |(s, _)| s);
     (out, Some(collective::Scored::new(ts, x, free, slope_us)))
 }
 
