@@ -407,7 +407,7 @@ BEGIN
             IF NOT v_collective THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'coherence.run_detection(): collective anomalies skipped: %', SQLERRM
+            RAISE WARNING 'coherence.run_detection(): the pass over both detectors failed (%); collective anomalies skipped, each series analysed on its own', SQLERRM
                 USING HINT = 'A host has more samples in the lookback than this backend can analyse together; shorten lookback or raise the memory limit.';
             v_collective := false;
         END;

@@ -158,9 +158,12 @@ fn points_combine(a: Internal, b: Internal, fcinfo: pg_sys::FunctionCallInfo) ->
         Some(y) => (y.buf.cast_const(), y.len),
         None => (std::ptr::null(), 0),
     };
+    // NULL only when both are: a group whose rows were all skipped packs to an empty value,
+    // as in a serial plan.
+    let b_state = b.initialized();
     let mut a = if a.initialized() {
         a
-    } else if n > 0 {
+    } else if b_state {
         // SAFETY: ctx is the live aggregate context.
         unsafe { new_packed(ctx) }
     } else {
@@ -198,6 +201,9 @@ fn points_deserialize(
             PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
             "a partial coherence.points state is not a whole number of points",
             "coherence",
+        )
+        .set_hint(
+            "points_deserialize reads only what points_serialize wrote; do not call it directly.",
         )
         .report(PgLogLevel::ERROR);
     }

@@ -57,8 +57,11 @@ SELECT count(*) AS series,
                                   <= 0.1 * (abs((p.sp).threshold - (p.sp).mean) + (p.sp).stddev)) AS near
       FROM par x WHERE x.host = s.host) r ON true;
 -- coherence.points in parallel: workers pack their rows, the leader appends the parts. The
--- packed points are the same set as a serial plan's (in another order: readers sort), so the
--- events found on them are the same.
+-- packed points are the same set as a serial plan's (in another order: readers sort, and of
+-- values given at one time keep the lowest), so the events found on them are the same, also
+-- for a series with values given twice at some times (h3: a second, higher value every 1,000
+-- minutes).
+INSERT INTO par SELECT host, ts, value + 100 FROM par WHERE host = 'h3' AND extract(epoch FROM ts)::bigint % 60000 = 0;
 EXPLAIN (COSTS OFF)
 SELECT host, coherence.points(ts, value) AS p FROM par GROUP BY host;
 CREATE TEMP TABLE parallel_points AS

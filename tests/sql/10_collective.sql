@@ -73,6 +73,8 @@ INSERT INTO coherence.series_rules (host_pattern, metric_pattern, threshold, det
 VALUES ('db-1', 'cpu_wait', 4, '{robust,collective}');
 INSERT INTO coherence.series_rules (host_pattern, metric_pattern, window_points, min_risk)
 VALUES ('db-2', 'm1', 50, 0.5);
+INSERT INTO coherence.series_rules (host_pattern, metric_pattern, direction, capacity)
+VALUES ('db-1', 'qps', 'down', 80), ('db-2', 'm2', 'up', NULL);
 SELECT * FROM pg_temp.both_ways(0);
 SELECT * FROM pg_temp.both_ways(NULL);
 DELETE FROM coherence.series_rules;

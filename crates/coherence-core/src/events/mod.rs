@@ -370,7 +370,8 @@ pub struct Analysis {
     pub season: SeasonReport,
 }
 
-/// A series made ready for scoring: usable points sorted by time (one per timestamp), the
+/// A series made ready for scoring: usable points sorted by time (one per timestamp: the
+/// lowest value given at that time), the
 /// learned period, and the values with a significant trend taken out.
 pub(crate) struct Prepared {
     pub pts: Vec<(i64, f64)>,
@@ -397,7 +398,9 @@ pub(crate) fn prepare(
         .copied()
         .filter(|(_, v)| crate::usable_value(*v))
         .collect();
-    pts.sort_by_key(|x| x.0);
+    // One point a timestamp: of values given at one time, the lowest, so the result does not
+    // depend on the order the points came in (a parallel aggregate packs them in any order).
+    pts.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
     pts.dedup_by_key(|x| x.0);
     if pts.len() <= p.min_history.max(3) {
         return None;
@@ -1047,6 +1050,26 @@ mod tests {
         let recent = analyze(&pts, &p);
         assert_eq!(recent.events.len(), 1);
         assert_eq!(recent.events[0].peak_at, T0 + 2000 * MIN);
+    }
+
+    #[test]
+    fn values_given_twice_at_one_time_give_the_same_events_in_any_order() {
+        // A spike given at the same time as a normal value, before or after it: the lowest
+        // value of the time is kept either way (here the normal one: no spike).
+        let base = series(2000, MIN, 1.0, 5, |_| 0.0);
+        let p = EventParams::default();
+        let mut first = base.clone();
+        first.insert(1500, (base[1500].0, 500.0));
+        let mut last = base.clone();
+        last.insert(1501, (base[1500].0, 500.0));
+        assert_eq!(
+            format!("{:?}", analyze(&first, &p)),
+            format!("{:?}", analyze(&last, &p))
+        );
+        assert_eq!(
+            format!("{:?}", analyze(&first, &p)),
+            format!("{:?}", analyze(&base, &p))
+        );
     }
 
     #[test]
