@@ -262,3 +262,39 @@ SELECT r->'since' AS since, r->'incidents_updated' AS incidents_updated
   FROM coherence.run_detection(lookback => '10 hours 1 minute') r;
 SELECT opened_at, jsonb_path_query_array(ranking, '$[*].lead') AS lead_after
   FROM coherence.incidents WHERE host = 'lead-2' AND opened_at BETWEEN '2025-12-11 00:00+00' AND '2025-12-11 12:00+00';
+
+-- A host too large for the pass over both detectors (out of memory, array limits: simulated
+-- here by a detect_all that fails so) costs the collective anomalies, with a WARNING, never
+-- the run: run_detection finds each series' own events with detect_events instead. (db-3:
+-- six metrics dipping together, and a spike on one.)
+INSERT INTO coherence.metrics (host, metric_name, value, "timestamp")
+SELECT 'db-3', 'm' || k,
+       50 + pg_temp.noise(k + 40, i) - CASE WHEN i >= 3480 AND i < 3490 THEN 1.5 ELSE 0 END
+          + CASE WHEN k = 1 AND i = 3000 THEN 12 ELSE 0 END,
+       '2025-12-11 00:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 6) k, generate_series(0, 3 * 1440 - 1) i;
+SELECT pg_get_functiondef('coherence.detect_all(timestamptz, timestamptz, interval, double precision)'::regprocedure) AS detect_all_def \gset
+CREATE OR REPLACE FUNCTION coherence.detect_all(since timestamptz, until timestamptz,
+                                                lookback interval DEFAULT interval '7 days',
+                                                min_risk double precision DEFAULT NULL)
+RETURNS TABLE (host text, metric text, detector text, kind text, started_at timestamptz,
+               ended_at timestamptz, peak_at timestamptz, peak_value double precision,
+               baseline double precision, score double precision, risk double precision, summary text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'simulated: array size exceeds the maximum allowed' USING ERRCODE = 'program_limit_exceeded';
+END
+$$;
+TRUNCATE coherence.anomalies, coherence.incidents CASCADE;
+SET client_min_messages = warning;
+SELECT r ? 'error' AS job_failed FROM coherence.run_detection(full_rescan => true) r;
+SELECT count(*) FILTER (WHERE detector = 'collective') AS collective,
+       count(*) FILTER (WHERE detector <> 'collective') > 0 AS own_events
+  FROM coherence.anomalies;
+\set ECHO none
+SELECT :'detect_all_def' \gexec
+\set ECHO all
+SELECT r ? 'error' AS job_failed FROM coherence.run_detection(full_rescan => true) r;
+SELECT count(*) FILTER (WHERE detector = 'collective') > 0 AS collective,
+       count(*) FILTER (WHERE detector <> 'collective') > 0 AS own_events
+  FROM coherence.anomalies;
