@@ -41,29 +41,40 @@ fn too_many_points() -> ! {
     unreachable!("ERROR does not return")
 }
 
-/// Appends one point; grows the buffer (palloc, in the context `ctx`) by a quarter.
+/// Makes room for `need` points: grows the buffer (palloc, in the context `ctx`) by a quarter,
+/// or to `need` when that is more; more than [`MAX_POINTS`] is an error.
 ///
 /// # Safety
 /// `s.buf` is null or a chunk of `s.cap` points allocated in `ctx` (or in the context of an
 /// earlier chunk: repalloc keeps it).
-unsafe fn push(s: &mut Packed, ctx: pg_sys::MemoryContext, t: i64, v: f64) {
-    if s.len == s.cap {
-        if s.cap >= MAX_POINTS {
-            too_many_points();
-        }
-        // By a quarter: a series' buffer is then at most 25% larger than its points (doubling
-        // would leave up to half of it unused, over every series held at once).
-        let cap = (s.cap + s.cap / 4).clamp(64, MAX_POINTS);
-        // SAFETY: see the function's contract; both calls raise an ERROR on failure.
-        s.buf = unsafe {
-            if s.buf.is_null() {
-                pg_sys::MemoryContextAllocHuge(ctx, cap * POINT_BYTES).cast()
-            } else {
-                pg_sys::repalloc_huge(s.buf.cast(), cap * POINT_BYTES).cast()
-            }
-        };
-        s.cap = cap;
+unsafe fn reserve(s: &mut Packed, ctx: pg_sys::MemoryContext, need: usize) {
+    if need > MAX_POINTS {
+        too_many_points();
     }
+    if need <= s.cap {
+        return;
+    }
+    // By a quarter: a series' buffer is then at most 25% larger than its points (doubling
+    // would leave up to half of it unused, over every series held at once).
+    let cap = need.max(s.cap + s.cap / 4).clamp(64, MAX_POINTS);
+    // SAFETY: see the function's contract; both calls raise an ERROR on failure.
+    s.buf = unsafe {
+        if s.buf.is_null() {
+            pg_sys::MemoryContextAllocHuge(ctx, cap * POINT_BYTES).cast()
+        } else {
+            pg_sys::repalloc_huge(s.buf.cast(), cap * POINT_BYTES).cast()
+        }
+    };
+    s.cap = cap;
+}
+
+/// Appends one point.
+///
+/// # Safety
+/// As for [`reserve`].
+unsafe fn push(s: &mut Packed, ctx: pg_sys::MemoryContext, t: i64, v: f64) {
+    // SAFETY: the function's contract.
+    unsafe { reserve(s, ctx, s.len + 1) };
     let mut p = [0u8; POINT_BYTES];
     p[..8].copy_from_slice(&t.to_ne_bytes());
     p[8..].copy_from_slice(&v.to_ne_bytes());
@@ -101,31 +112,17 @@ fn points_trans(
     state
 }
 
-/// Appends `n` packed points at `src` to `s` (growing the buffer in `ctx` to at least the sum,
-/// by a quarter at least).
+/// Appends `n` packed points at `src` to `s`.
 ///
 /// # Safety
-/// As for [`push`]; `src` holds `n` points and does not overlap `s`'s buffer.
+/// As for [`reserve`]; `src` holds `n` points and does not overlap `s`'s buffer.
 unsafe fn append(s: &mut Packed, ctx: pg_sys::MemoryContext, src: *const u8, n: usize) {
     if n == 0 {
         return;
     }
     let need = s.len.saturating_add(n);
-    if need > MAX_POINTS {
-        too_many_points();
-    }
-    if need > s.cap {
-        let cap = need.max(s.cap + s.cap / 4).clamp(64, MAX_POINTS);
-        // SAFETY: see the function's contract; both calls raise an ERROR on failure.
-        s.buf = unsafe {
-            if s.buf.is_null() {
-                pg_sys::MemoryContextAllocHuge(ctx, cap * POINT_BYTES).cast()
-            } else {
-                pg_sys::repalloc_huge(s.buf.cast(), cap * POINT_BYTES).cast()
-            }
-        };
-        s.cap = cap;
-    }
+    // SAFETY: the function's contract.
+    unsafe { reserve(s, ctx, need) };
     // SAFETY: the buffer has room for `need` points; src holds n and does not overlap it.
     unsafe { std::ptr::copy_nonoverlapping(src, s.buf.add(s.len * POINT_BYTES), n * POINT_BYTES) };
     s.len = need;
